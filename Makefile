@@ -1,0 +1,48 @@
+# The two commands the README starts with. Both work on a fresh machine.
+#   make run   install into .venv, migrate the demo SQLite database, serve on 127.0.0.1:8000
+#   make test  install, make sure PostgreSQL and Redis run, run the whole suite on PostgreSQL
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install services browser lint migrations-check bench
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The demo: SQLite, the Midtrans simulator, console email and WhatsApp, tasks in-process.
+run: export DEBUG ?= true
+run: export MIDTRANS_SIMULATOR ?= true
+run: export DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3
+run: export PUBLIC_BASE_URL ?= http://127.0.0.1:8000
+run: export EMAIL_URL ?= consolemail://
+run: export WHATSAPP_BACKEND ?= console
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_admin
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+services:
+	bash scripts/ensure-services.sh
+
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+migrations-check: install
+	DATABASE_URL=sqlite:///:memory: DEBUG=true MIDTRANS_SIMULATOR=true $(BIN)/python manage.py makemigrations --check --dry-run
+
+test: install services browser lint migrations-check
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install services
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,140 @@
+"""Liveness, readiness and details, per the HTTP contract.
+
+Each probe is bounded: the database by its connect and statement timeouts, Redis by
+its socket timeouts, so with a dependency down every answer still comes within 3 s.
+"""
+
+import logging
+import time
+
+import redis
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_BACKLOG_WARN_SECONDS = 600
+
+
+def _timed(fn):
+    started = time.monotonic()
+    try:
+        result = fn()
+        result.setdefault("ok", True)
+    except Exception as exc:  # a probe reports any failure; it never raises
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def check_database() -> dict:
+    def probe():
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {}
+
+    result = _timed(probe)
+    if not result["ok"]:
+        # Drop the broken connection so the next request reconnects instead of reusing it.
+        connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()
+    return result
+
+
+def check_migrations() -> dict:
+    def probe():
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        unapplied = [f"{m.app_label}.{m.name}" for m, _backwards in plan]
+        return {"ok": not unapplied, "unapplied": unapplied}
+
+    return _timed(probe)
+
+
+def check_broker() -> dict:
+    if not settings.REDIS_URL:
+        return {"ok": True, "mode": "in-process (no REDIS_URL)", "ms": 0.0}
+
+    def probe():
+        client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return {}
+
+    return _timed(probe)
+
+
+def check_midtrans_circuit() -> dict:
+    def probe():
+        from payments import midtrans
+
+        state = midtrans.circuit_state()
+        return {"ok": state.get("state") != "open", **state}
+
+    return _timed(probe)
+
+
+def check_outbox() -> dict:
+    def probe():
+        from notifications.models import Notification
+
+        pending = Notification.objects.filter(status__in=["pending", "sending"])
+        oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+        age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+        dead = Notification.objects.filter(status="dead").count()
+        return {
+            "ok": age < OUTBOX_BACKLOG_WARN_SECONDS and dead == 0,
+            "backlog": pending.count(),
+            "oldest_pending_seconds": round(age, 1),
+            "dead_letters": dead,
+        }
+
+    return _timed(probe)
+
+
+@never_cache
+@require_GET
+def live(request):
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def ready(request):
+    checks = {"database": check_database(), "broker": check_broker()}
+    if checks["database"]["ok"]:
+        checks["migrations"] = check_migrations()
+    ok = all(c["ok"] for c in checks.values()) and "migrations" in checks
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+@never_cache
+@require_GET
+def details(request):
+    checks = {"database": check_database(), "broker": check_broker()}
+    if checks["database"]["ok"]:
+        checks["migrations"] = check_migrations()
+        checks["outbox"] = check_outbox()
+    checks["midtrans_circuit"] = check_midtrans_circuit()
+    essential_ok = checks["database"]["ok"] and checks.get("migrations", {}).get("ok", False)
+    if not essential_ok:
+        status = "unhealthy"
+    elif all(c["ok"] for c in checks.values()):
+        status = "healthy"
+    else:
+        status = "degraded"
+    if status != "healthy":
+        logger.warning(
+            "health_degraded", extra={"health": status, "failing": [k for k, v in checks.items() if not v["ok"]]}
+        )
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "unhealthy" else 200)

@@ -1,0 +1,303 @@
+"""The one settings module, read by web, worker and beat alike.
+
+Every value comes from the environment (or an optional `.env` beside manage.py).
+Nothing here raises on bad configuration: problems are collected and reported by
+the start-up checks in `buatfilm/checks.py`, with the variable's name and the fix.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# An optional .env file; real environment variables always win over it.
+_env_file = env.str("ENV_FILE", default=str(BASE_DIR / ".env"))
+if Path(_env_file).is_file():
+    environ.Env.read_env(_env_file, overwrite=False)
+
+# Configuration problems found while reading the environment. The start-up checks
+# turn each into an error that names the variable and says how to fix it.
+CONFIG_ERRORS: list[tuple[str, str]] = []
+
+
+def _read(reader, name, **kwargs):
+    try:
+        return reader(name, **kwargs)
+    except (ValueError, environ.ImproperlyConfigured) as exc:
+        CONFIG_ERRORS.append((name, f"{name} could not be read ({exc})."))
+        return kwargs.get("default")
+
+
+# --- Core ---------------------------------------------------------------------
+
+DEBUG = _read(env.bool, "DEBUG", default=False)
+SECRET_KEY_IS_SET = bool(env.str("SECRET_KEY", default=""))
+# Without SECRET_KEY the process only starts with DEBUG on (checked at start-up);
+# the placeholder is never used with DEBUG off.
+SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-demo-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = _read(env.list, "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = _read(env.list, "CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "buatfilm",
+    "payments",
+    "entitlements",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "buatfilm.logging.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "buatfilm.urls"
+WSGI_APPLICATION = "buatfilm.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------
+
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DB_CONNECT_TIMEOUT = _read(env.int, "DB_CONNECT_TIMEOUT", default=2)
+DB_STATEMENT_TIMEOUT_MS = _read(env.int, "DB_STATEMENT_TIMEOUT_MS", default=5000)
+DB_CONN_MAX_AGE = _read(env.int, "DB_CONN_MAX_AGE", default=60)
+
+try:
+    _db = environ.Env.db_url_config(DATABASE_URL)
+    if not _db.get("ENGINE"):
+        raise environ.ImproperlyConfigured("unknown scheme")
+except (environ.ImproperlyConfigured, ValueError, KeyError, AttributeError) as exc:
+    CONFIG_ERRORS.append(
+        (
+            "DATABASE_URL",
+            f"DATABASE_URL={DATABASE_URL!r} cannot be parsed ({exc}). Use "
+            "postgres://USER:PASSWORD@HOST:5432/NAME in production or "
+            "sqlite:///path/to/db.sqlite3 for the local demo.",
+        )
+    )
+    # A harmless placeholder so the checks can run and report the problem.
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+
+DATABASE_IS_SQLITE = _db["ENGINE"].endswith("sqlite3")
+DATABASE_IS_POSTGRES = _db["ENGINE"].endswith("postgresql")
+if DATABASE_IS_POSTGRES:
+    _db["CONN_MAX_AGE"] = DB_CONN_MAX_AGE
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("OPTIONS", {})
+    _db["OPTIONS"]["connect_timeout"] = DB_CONNECT_TIMEOUT
+    _db["OPTIONS"]["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
+elif DATABASE_IS_SQLITE:
+    # The demo runs web and in-process tasks in one database file; wait for locks.
+    _db.setdefault("OPTIONS", {})["timeout"] = 20
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, cache, Celery -------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SOCKET_TIMEOUT = _read(env.float, "REDIS_SOCKET_TIMEOUT", default=1.0)
+CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="buatfilm")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Without Redis (the demo) tasks run in-process, still only after the commit.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = _read(env.bool, "CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 90
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    # A publish while Redis is down must fail fast; the outbox sweep catches up.
+    "max_retries": 0,
+}
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_TIMEZONE = "Asia/Jakarta"
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Midtrans ---------------------------------------------------------------------
+
+MIDTRANS_SIMULATOR = _read(env.bool, "MIDTRANS_SIMULATOR", default=False)
+MIDTRANS_IS_PRODUCTION = _read(env.bool, "MIDTRANS_IS_PRODUCTION", default=False)
+# The simulator accepts exactly this key when none is configured, so the demo runs
+# with no secrets at all. It is a sandbox-style key and never valid at Midtrans.
+MIDTRANS_SIMULATOR_DEFAULT_SERVER_KEY = "SB-Mid-server-SIMULATOR-LOCAL-ONLY"
+MIDTRANS_SERVER_KEY = env.str("MIDTRANS_SERVER_KEY", default="").strip() or (
+    MIDTRANS_SIMULATOR_DEFAULT_SERVER_KEY if MIDTRANS_SIMULATOR else ""
+)
+MIDTRANS_CLIENT_KEY = env.str("MIDTRANS_CLIENT_KEY", default="").strip() or (
+    "SB-Mid-client-SIMULATOR-LOCAL-ONLY" if MIDTRANS_SIMULATOR else ""
+)
+_SIMULATOR_BASE = f"{PUBLIC_BASE_URL}/sandbox/midtrans"
+MIDTRANS_SNAP_URL = env.str("MIDTRANS_SNAP_URL", default="").rstrip("/") or (
+    _SIMULATOR_BASE
+    if MIDTRANS_SIMULATOR
+    else ("https://app.midtrans.com" if MIDTRANS_IS_PRODUCTION else "https://app.sandbox.midtrans.com")
+)
+MIDTRANS_API_URL = env.str("MIDTRANS_API_URL", default="").rstrip("/") or (
+    _SIMULATOR_BASE
+    if MIDTRANS_SIMULATOR
+    else ("https://api.midtrans.com" if MIDTRANS_IS_PRODUCTION else "https://api.sandbox.midtrans.com")
+)
+MIDTRANS_NOTIFICATION_URL = env.str("MIDTRANS_NOTIFICATION_URL", default="") or (f"{PUBLIC_BASE_URL}/webhooks/midtrans")
+MIDTRANS_CONFIRM_WITH_STATUS_API = _read(env.bool, "MIDTRANS_CONFIRM_WITH_STATUS_API", default=True)
+MIDTRANS_CONNECT_TIMEOUT = _read(env.float, "MIDTRANS_CONNECT_TIMEOUT", default=3.05)
+MIDTRANS_READ_TIMEOUT = _read(env.float, "MIDTRANS_READ_TIMEOUT", default=10.0)
+# Webhook handling must answer Midtrans well under 5 s, so its status read is tighter.
+MIDTRANS_STATUS_TIMEOUT = _read(env.float, "MIDTRANS_STATUS_TIMEOUT", default=2.0)
+MIDTRANS_STATUS_RETRIES = _read(env.int, "MIDTRANS_STATUS_RETRIES", default=2)
+MIDTRANS_BREAKER_FAILURES = _read(env.int, "MIDTRANS_BREAKER_FAILURES", default=5)
+MIDTRANS_BREAKER_COOLDOWN = _read(env.float, "MIDTRANS_BREAKER_COOLDOWN", default=30.0)
+# The simulator's notification retry schedule (2, 10, 30, 90, 210 min) divided by this.
+MIDTRANS_SIMULATOR_TIME_COMPRESSION = _read(env.float, "MIDTRANS_SIMULATOR_TIME_COMPRESSION", default=1.0)
+
+# --- Orders and checkout -----------------------------------------------------------------
+
+ORDER_PAYMENT_WINDOW_MINUTES = _read(env.int, "ORDER_PAYMENT_WINDOW_MINUTES", default=1440)
+CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="20/min")
+IDEMPOTENCY_RETENTION_HOURS = _read(env.int, "IDEMPOTENCY_RETENTION_HOURS", default=24)
+# Keep access on a partial refund (the design's default); set false to revoke.
+PARTIAL_REFUND_REVOKES_ACCESS = _read(env.bool, "PARTIAL_REFUND_REVOKES_ACCESS", default=False)
+
+# --- Entitlements ---------------------------------------------------------------------
+
+ENTITLEMENTS_API_TOKEN = env.str("ENTITLEMENTS_API_TOKEN", default="")
+COURSE_ACCESS_URL = env.str("COURSE_ACCESS_URL", default=f"{PUBLIC_BASE_URL}/course/{{course}}?token={{token}}")
+
+# --- Notifications ------------------------------------------------------------------------
+
+EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
+try:
+    vars().update(environ.Env.email_url_config(EMAIL_URL))
+except (environ.ImproperlyConfigured, ValueError, KeyError) as exc:
+    CONFIG_ERRORS.append(
+        (
+            "EMAIL_URL",
+            f"EMAIL_URL={EMAIL_URL!r} cannot be parsed ({exc}). Use smtp+tls://USER:PASSWORD@HOST:587 "
+            "in production, consolemail:// for the demo.",
+        )
+    )
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_TIMEOUT = _read(env.int, "EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="BuatFilm <halo@buatfilm.local>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ALERT_EMAILS = _read(env.list, "ALERT_EMAILS", default=[])
+
+WHATSAPP_BACKEND = env.str("WHATSAPP_BACKEND", default="console")
+WHATSAPP_TIMEOUT = _read(env.float, "WHATSAPP_TIMEOUT", default=10.0)
+WHATSAPP_META_API_URL = env.str("WHATSAPP_META_API_URL", default="https://graph.facebook.com/v21.0")
+WHATSAPP_META_TOKEN = env.str("WHATSAPP_META_TOKEN", default="")
+WHATSAPP_META_PHONE_NUMBER_ID = env.str("WHATSAPP_META_PHONE_NUMBER_ID", default="")
+WHATSAPP_FONNTE_API_URL = env.str("WHATSAPP_FONNTE_API_URL", default="https://api.fonnte.com/send")
+WHATSAPP_FONNTE_TOKEN = env.str("WHATSAPP_FONNTE_TOKEN", default="")
+
+# --- Internationalisation -------------------------------------------------------------------
+
+LANGUAGE_CODE = "id"
+TIME_ZONE = "Asia/Jakarta"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- REST framework -------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {"checkout": CHECKOUT_RATE_LIMIT},
+}
+
+# --- Security --------------------------------------------------------------------------------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Never redirect the webhook (Midtrans does not follow 301); SSL is the proxy's job.
+APPEND_SLASH = True
+SILENCED_SYSTEM_CHECKS = [
+    "security.W004",  # HSTS is set by the TLS-terminating proxy
+    "security.W008",  # SSL redirect happens at the proxy; a redirect here would break webhooks
+]
+
+# --- Logging ------------------------------------------------------------------------------------
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "buatfilm.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "buatfilm.logging.JsonFormatter"},
+        "text": {"()": "buatfilm.logging.KeyValueFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

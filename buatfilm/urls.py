@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from buatfilm import health, metrics
+
+urlpatterns = [
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("health", health.details, name="health"),
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("", include("payments.urls")),
+    path("", include("entitlements.urls")),
+]

@@ -1,0 +1,11 @@
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buatfilm.settings")
+
+application = get_wsgi_application()
+
+from buatfilm.startup import exit_on_failed_checks  # noqa: E402
+
+exit_on_failed_checks("web")

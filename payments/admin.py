@@ -1,0 +1,129 @@
+from django.contrib import admin
+from django.template.loader import render_to_string
+
+from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
+from entitlements.models import Entitlement
+from notifications.models import Notification
+from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent
+
+
+@admin.register(Package)
+class PackageAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "price", "currency", "is_active", "capacity", "course_code"]
+    list_filter = ["is_active"]
+    search_fields = ["id", "name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The id is the catalog's public key; changing it would orphan orders.
+        return ["id", "created_at", "updated_at"] if obj else ["created_at", "updated_at"]
+
+
+@admin.register(DiscountCode)
+class DiscountCodeAdmin(admin.ModelAdmin):
+    list_display = ["code", "kind", "value", "package", "times_used", "max_uses", "starts_at", "ends_at", "is_active"]
+    list_filter = ["is_active", "kind", "package"]
+    search_fields = ["code"]
+    readonly_fields = ["times_used", "created_at", "updated_at"]
+
+
+class PaymentAttemptInline(ReadOnlyTabularInline):
+    model = PaymentAttempt
+    fields = [
+        "midtrans_order_id",
+        "status",
+        "amount",
+        "payment_type",
+        "va_number",
+        "fraud_status",
+        "transaction_status",
+        "refunded_amount",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyModelAdmin):
+    list_display = [
+        "id",
+        "status",
+        "customer_email",
+        "customer_phone",
+        "package",
+        "amount",
+        "created_at",
+        "paid_at",
+        "needs_review",
+    ]
+    list_filter = ["status", "package", "needs_review", "created_at", "paid_at"]
+    search_fields = ["id", "customer_email", "customer_phone", "customer_name", "attempts__midtrans_order_id"]
+    date_hierarchy = "created_at"
+    inlines = [PaymentAttemptInline]
+    readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table"]
+
+    @admin.display(description="Payment events")
+    def events_table(self, obj):
+        events = PaymentEvent.objects.filter(attempt__order=obj).order_by("received_at")
+        return render_to_string("admin/payments/events_table.html", {"events": events})
+
+    @admin.display(description="Entitlement")
+    def entitlement_table(self, obj):
+        return render_to_string(
+            "admin/payments/entitlement_table.html",
+            {"entitlements": Entitlement.objects.filter(order_id=obj.id)},
+        )
+
+    @admin.display(description="Notifications")
+    def notifications_table(self, obj):
+        return render_to_string(
+            "admin/payments/notifications_table.html",
+            {"notifications": Notification.objects.filter(reference=obj.id).order_by("created_at")},
+        )
+
+    @admin.display(description="Audit trail")
+    def audit_table(self, obj):
+        return render_to_string(
+            "admin/payments/audit_table.html",
+            {"entries": AuditEntry.objects.filter(object_type="order", object_id=obj.id).order_by("created_at")},
+        )
+
+
+@admin.register(PaymentAttempt)
+class PaymentAttemptAdmin(ReadOnlyModelAdmin):
+    list_display = ["midtrans_order_id", "status", "amount", "payment_type", "transaction_status", "updated_at"]
+    list_filter = ["status", "payment_type", "created_at"]
+    search_fields = [
+        "midtrans_order_id",
+        "order__id",
+        "order__customer_email",
+        "order__customer_phone",
+        "transaction_id",
+    ]
+
+
+@admin.register(PaymentEvent)
+class PaymentEventAdmin(ReadOnlyModelAdmin):
+    list_display = [
+        "id",
+        "midtrans_order_id",
+        "source",
+        "transaction_status",
+        "status_code",
+        "result",
+        "received_at",
+        "processed_at",
+    ]
+    list_filter = ["source", "result", "transaction_status", "received_at"]
+    search_fields = [
+        "midtrans_order_id",
+        "attempt__order__id",
+        "attempt__order__customer_email",
+        "attempt__order__customer_phone",
+    ]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyModelAdmin):
+    list_display = ["created_at", "actor", "action", "object_type", "object_id", "correlation_id"]
+    list_filter = ["action", "object_type", "created_at"]
+    search_fields = ["object_id", "actor", "correlation_id"]
