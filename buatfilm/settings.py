@@ -30,16 +30,34 @@ def _read(reader, name, **kwargs):
         return kwargs.get("default")
 
 
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _bool(name: str, *, default: bool) -> bool:
+    """Strict boolean: a typo such as DEBUG=ture is a configuration error, not silently false."""
+    raw = env.str(name, default=None)
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    CONFIG_ERRORS.append((name, f"{name}={raw!r} is not a boolean; use true or false."))
+    return default
+
+
 # --- Core ---------------------------------------------------------------------
 
-DEBUG = _read(env.bool, "DEBUG", default=False)
+DEBUG = _bool("DEBUG", default=False)
 SECRET_KEY_IS_SET = bool(env.str("SECRET_KEY", default=""))
 # Without SECRET_KEY the process only starts with DEBUG on (checked at start-up);
 # the placeholder is never used with DEBUG off.
 SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-demo-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = _read(env.list, "ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
-CSRF_TRUSTED_ORIGINS = _read(env.list, "CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
+CSRF_TRUSTED_ORIGINS = _read(env.list, "CSRF_TRUSTED_ORIGINS", default=[]) or [PUBLIC_BASE_URL]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -93,8 +111,8 @@ DB_CONN_MAX_AGE = _read(env.int, "DB_CONN_MAX_AGE", default=60)
 
 try:
     _db = environ.Env.db_url_config(DATABASE_URL)
-    if not _db.get("ENGINE"):
-        raise environ.ImproperlyConfigured("unknown scheme")
+    if _db.get("ENGINE") not in ("django.db.backends.postgresql", "django.db.backends.sqlite3"):
+        raise environ.ImproperlyConfigured("only postgres:// and sqlite:// are supported")
 except (environ.ImproperlyConfigured, ValueError, KeyError, AttributeError) as exc:
     CONFIG_ERRORS.append(
         (
@@ -145,7 +163,7 @@ else:
 
 # Without Redis (the demo) tasks run in-process, still only after the commit.
 CELERY_BROKER_URL = REDIS_URL or "memory://"
-CELERY_TASK_ALWAYS_EAGER = _read(env.bool, "CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_ALWAYS_EAGER = _bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -168,8 +186,8 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Midtrans ---------------------------------------------------------------------
 
-MIDTRANS_SIMULATOR = _read(env.bool, "MIDTRANS_SIMULATOR", default=False)
-MIDTRANS_IS_PRODUCTION = _read(env.bool, "MIDTRANS_IS_PRODUCTION", default=False)
+MIDTRANS_SIMULATOR = _bool("MIDTRANS_SIMULATOR", default=False)
+MIDTRANS_IS_PRODUCTION = _bool("MIDTRANS_IS_PRODUCTION", default=False)
 # The simulator accepts exactly this key when none is configured, so the demo runs
 # with no secrets at all. It is a sandbox-style key and never valid at Midtrans.
 MIDTRANS_SIMULATOR_DEFAULT_SERVER_KEY = "SB-Mid-server-SIMULATOR-LOCAL-ONLY"
@@ -191,7 +209,7 @@ MIDTRANS_API_URL = env.str("MIDTRANS_API_URL", default="").rstrip("/") or (
     else ("https://api.midtrans.com" if MIDTRANS_IS_PRODUCTION else "https://api.sandbox.midtrans.com")
 )
 MIDTRANS_NOTIFICATION_URL = env.str("MIDTRANS_NOTIFICATION_URL", default="") or (f"{PUBLIC_BASE_URL}/webhooks/midtrans")
-MIDTRANS_CONFIRM_WITH_STATUS_API = _read(env.bool, "MIDTRANS_CONFIRM_WITH_STATUS_API", default=True)
+MIDTRANS_CONFIRM_WITH_STATUS_API = _bool("MIDTRANS_CONFIRM_WITH_STATUS_API", default=True)
 MIDTRANS_CONNECT_TIMEOUT = _read(env.float, "MIDTRANS_CONNECT_TIMEOUT", default=3.05)
 MIDTRANS_READ_TIMEOUT = _read(env.float, "MIDTRANS_READ_TIMEOUT", default=10.0)
 # Webhook handling must answer Midtrans well under 5 s, so its status read is tighter.
@@ -208,7 +226,7 @@ ORDER_PAYMENT_WINDOW_MINUTES = _read(env.int, "ORDER_PAYMENT_WINDOW_MINUTES", de
 CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="20/min")
 IDEMPOTENCY_RETENTION_HOURS = _read(env.int, "IDEMPOTENCY_RETENTION_HOURS", default=24)
 # Keep access on a partial refund (the design's default); set false to revoke.
-PARTIAL_REFUND_REVOKES_ACCESS = _read(env.bool, "PARTIAL_REFUND_REVOKES_ACCESS", default=False)
+PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=False)
 
 # --- Entitlements ---------------------------------------------------------------------
 

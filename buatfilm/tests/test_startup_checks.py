@@ -1,0 +1,103 @@
+"""Each misconfiguration refuses to start with a message naming the variable and the fix."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = {
+    "DEBUG": "false",
+    "SECRET_KEY": "a-long-random-secret-for-this-test-only",
+    "DATABASE_URL": "postgres://root@127.0.0.1:5432/postgres",
+    "MIDTRANS_SERVER_KEY": "SB-Mid-server-abc123",
+    "MIDTRANS_IS_PRODUCTION": "false",
+    "MIDTRANS_SIMULATOR": "false",
+    "ENV_FILE": "/nonexistent",
+}
+
+
+def run_check(**overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_", "DEBUG"))}
+    env.pop("SECRET_KEY", None)
+    env.update(GOOD)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    env["DJANGO_SETTINGS_MODULE"] = "buatfilm.settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_good_configuration_passes():
+    result = run_check()
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id", "names"),
+    [
+        ({"SECRET_KEY": None}, "buatfilm.E001", ["SECRET_KEY", "DEBUG"]),
+        ({"DATABASE_URL": "sqlite:///demo.sqlite3"}, "buatfilm.E002", ["DATABASE_URL", "postgres://"]),
+        ({"MIDTRANS_SERVER_KEY": None}, "buatfilm.E003", ["MIDTRANS_SERVER_KEY"]),
+        ({"MIDTRANS_IS_PRODUCTION": "true"}, "buatfilm.E004", ["MIDTRANS_SERVER_KEY", "MIDTRANS_IS_PRODUCTION"]),
+        ({"MIDTRANS_SERVER_KEY": "Mid-server-live123"}, "buatfilm.E005", ["MIDTRANS_SERVER_KEY", "sandbox"]),
+        (
+            {"MIDTRANS_SIMULATOR": "true", "MIDTRANS_IS_PRODUCTION": "true", "MIDTRANS_SERVER_KEY": "Mid-server-x"},
+            "buatfilm.E006",
+            ["MIDTRANS_SIMULATOR", "production"],
+        ),
+        ({"DATABASE_URL": "not a url at all"}, "buatfilm.E000", ["DATABASE_URL", "postgres://"]),
+        ({"DATABASE_URL": "mysqlx://nobody@host/db"}, "buatfilm.E000", ["DATABASE_URL"]),
+        ({"DEBUG": "maybe"}, "buatfilm.E000", ["DEBUG"]),
+        ({"WHATSAPP_BACKEND": "pigeon"}, "buatfilm.E007", ["WHATSAPP_BACKEND", "meta"]),
+    ],
+)
+def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_id, names):
+    result = run_check(**overrides)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert check_id in output
+    for name in names:
+        assert name in output
+    assert "HINT" in output
+    assert "Traceback" not in output
+
+
+def test_demo_needs_no_midtrans_key():
+    result = run_check(DEBUG="true", DATABASE_URL="sqlite:///demo.sqlite3", MIDTRANS_SERVER_KEY=None,
+                       MIDTRANS_SIMULATOR="true", SECRET_KEY=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_to_start_on_bad_configuration():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_"))}
+    env.update(GOOD, MIDTRANS_SERVER_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "buatfilm.wsgi:application", "--bind", "127.0.0.1:0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "MIDTRANS_SERVER_KEY" in result.stderr
+    assert "refuses to start" in result.stderr
+
+
+@pytest.mark.slow
+def test_celery_worker_refuses_to_start_on_bad_configuration():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_"))}
+    env.update(GOOD, SECRET_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings", REDIS_URL="redis://127.0.0.1:6379/15")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "celery"), "-A", "buatfilm", "worker", "--pool", "solo"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+    assert "refuses to start" in result.stderr
