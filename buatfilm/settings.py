@@ -231,7 +231,7 @@ PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=F
 # --- Entitlements ---------------------------------------------------------------------
 
 ENTITLEMENTS_API_TOKEN = env.str("ENTITLEMENTS_API_TOKEN", default="")
-COURSE_ACCESS_URL = env.str("COURSE_ACCESS_URL", default=f"{PUBLIC_BASE_URL}/course/{{course}}?token={{token}}")
+COURSE_ACCESS_URL = env.str("COURSE_ACCESS_URL", default="") or f"{PUBLIC_BASE_URL}/course/{{course}}?token={{token}}"
 
 # --- Notifications ------------------------------------------------------------------------
 
