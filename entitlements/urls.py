@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from entitlements.api import EntitlementCheckApi
+
+urlpatterns = [
+    path("api/entitlements/check/", EntitlementCheckApi.as_view(), name="entitlement-check"),
+]
