@@ -72,8 +72,13 @@ def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_i
 
 
 def test_demo_needs_no_midtrans_key():
-    result = run_check(DEBUG="true", DATABASE_URL="sqlite:///demo.sqlite3", MIDTRANS_SERVER_KEY=None,
-                       MIDTRANS_SIMULATOR="true", SECRET_KEY=None)
+    result = run_check(
+        DEBUG="true",
+        DATABASE_URL="sqlite:///demo.sqlite3",
+        MIDTRANS_SERVER_KEY=None,
+        MIDTRANS_SIMULATOR="true",
+        SECRET_KEY=None,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -83,7 +88,11 @@ def test_gunicorn_refuses_to_start_on_bad_configuration():
     env.update(GOOD, MIDTRANS_SERVER_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings")
     result = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "buatfilm.wsgi:application", "--bind", "127.0.0.1:0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "MIDTRANS_SERVER_KEY" in result.stderr
@@ -96,7 +105,11 @@ def test_celery_worker_refuses_to_start_on_bad_configuration():
     env.update(GOOD, SECRET_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings", REDIS_URL="redis://127.0.0.1:6379/15")
     result = subprocess.run(
         [str(Path(sys.executable).parent / "celery"), "-A", "buatfilm", "worker", "--pool", "solo"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr

@@ -60,6 +60,9 @@ def package_upsert(
                 changes[field] = (None if created else old, value)
                 setattr(package, field, value)
         if changes:
+            if not package.course_code:
+                package.course_code = package.id
+                changes["course_code"] = (None, package.id)
             package.full_clean(validate_unique=False)
             package.save()
             audit_record(

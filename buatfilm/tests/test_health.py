@@ -1,0 +1,109 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.django_db
+
+
+def test_live_answers_without_touching_dependencies(client):
+    response = client.get("/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_checks_database_migrations_and_broker(client):
+    response = client.get("/health/ready")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert set(body["checks"]) == {"database", "migrations", "broker"}
+    assert all(check["ok"] for check in body["checks"].values())
+
+
+def test_details_reports_each_check(client):
+    body = client.get("/health").json()
+    assert body["status"] in {"healthy", "degraded"}
+    assert {"database", "broker", "migrations", "outbox", "midtrans_circuit"} <= set(body["checks"])
+    assert body["checks"]["outbox"]["dead_letters"] == 0
+
+
+def test_ready_is_503_when_broker_is_unreachable(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"]["ok"] is False
+
+
+def test_every_response_carries_a_request_id(client):
+    given = client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")
+    generated = client.get("/health/live")
+    bogus = client.get("/health/live", HTTP_X_REQUEST_ID="<script>")
+    assert given["X-Request-ID"] == "abc-123"
+    assert len(generated["X-Request-ID"]) == 32
+    assert bogus["X-Request-ID"] != "<script>"
+
+
+@pytest.fixture
+def silent_postgres():
+    """A TCP port that accepts connections and never answers: a hung database server."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/health/ready", "/health"])
+def test_database_down_answers_503_within_three_seconds(silent_postgres, path):
+    # given a process whose database hangs (a subprocess, so the test database stays untouched)
+    script = (
+        "import json, time, django; django.setup();"
+        "from django.test import Client;"
+        "start = time.monotonic();"
+        f"r = Client().get({path!r});"
+        "print(json.dumps({'status': r.status_code, 'seconds': time.monotonic() - start, 'body': r.json()}))"
+    )
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="buatfilm.testing",
+        DATABASE_URL=f"postgres://root@127.0.0.1:{silent_postgres}/buatfilm",
+        DB_CONNECT_TIMEOUT="2",
+    )
+    # when the health endpoint is asked
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    # then it says unavailable, and says so within the 3 s the contract allows
+    assert answer["status"] == 503
+    assert answer["body"]["checks"]["database"]["ok"] is False
+    assert answer["seconds"] < 3.0, answer
+    assert time.monotonic() - started < 30
