@@ -259,6 +259,26 @@ WHATSAPP_META_TOKEN = env.str("WHATSAPP_META_TOKEN", default="")
 WHATSAPP_META_PHONE_NUMBER_ID = env.str("WHATSAPP_META_PHONE_NUMBER_ID", default="")
 WHATSAPP_FONNTE_API_URL = env.str("WHATSAPP_FONNTE_API_URL", default="https://api.fonnte.com/send")
 WHATSAPP_FONNTE_TOKEN = env.str("WHATSAPP_FONNTE_TOKEN", default="")
+# Meta template messages: the language code of the approved templates.
+WHATSAPP_META_TEMPLATE_LANGUAGE = env.str("WHATSAPP_META_TEMPLATE_LANGUAGE", default="id")
+
+# The outbox. Delays (seconds) before each retry; a message gets len(schedule) + 1 tries.
+NOTIFICATION_RETRY_SCHEDULE = _read(
+    env.list, "NOTIFICATION_RETRY_SCHEDULE", cast=float, default=[30, 120, 600, 1800, 3600, 7200, 14400, 28800]
+)
+# Each delay is spread by +/- this fraction so a provider outage does not end in a thundering herd.
+NOTIFICATION_RETRY_JITTER = _read(env.float, "NOTIFICATION_RETRY_JITTER", default=0.2)
+# How long a worker owns a claimed message. Longer than the task's hard time limit, so a live
+# worker never loses its lease; a killed worker's message is picked up again after it.
+NOTIFICATION_LEASE_SECONDS = _read(env.float, "NOTIFICATION_LEASE_SECONDS", default=300.0)
+NOTIFICATION_SWEEP_INTERVAL = _read(env.float, "NOTIFICATION_SWEEP_INTERVAL", default=30.0)
+# The sweep re-kicks a due message only once it has been due this long (its own kick comes first).
+NOTIFICATION_SWEEP_GRACE = _read(env.float, "NOTIFICATION_SWEEP_GRACE", default=20.0)
+NOTIFICATION_SWEEP_BATCH = _read(env.int, "NOTIFICATION_SWEEP_BATCH", default=2000)
+# Alert the operators when the oldest undelivered message is older than this.
+NOTIFICATION_BACKLOG_ALERT_SECONDS = _read(env.int, "NOTIFICATION_BACKLOG_ALERT_SECONDS", default=600)
+# Sent messages (and their attempts) are deleted after this many days.
+NOTIFICATION_RETENTION_DAYS = _read(env.int, "NOTIFICATION_RETENTION_DAYS", default=90)
 
 # --- Internationalisation -------------------------------------------------------------------
 

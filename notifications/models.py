@@ -27,6 +27,9 @@ class Notification(models.Model):
     subject = models.CharField(max_length=255, blank=True)
     body_text = models.TextField()
     body_html = models.TextField(blank=True)
+    # Positional body parameters for providers that send pre-approved templates (Meta's
+    # WhatsApp Cloud API), rendered at enqueue like the text itself.
+    template_params = models.JSONField(default=list, blank=True)
     dedupe_key = models.CharField(max_length=200, unique=True)
     reference = models.CharField(max_length=64, blank=True, db_index=True, help_text="Caller's id, e.g. an order.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
@@ -40,6 +43,10 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Set once the operators were told about this dead letter; cleared by a requeue.
+    dead_alerted_at = models.DateTimeField(null=True, blank=True)
+    # An operator's "Resend" makes a new row with the same rendered content.
+    resent_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,0 +1,205 @@
+"""What the customer and the operators are told about an order, and when.
+
+Every function here is called INSIDE the caller's transaction.atomic(), next to the
+state change that causes the message: the outbox rows commit (or roll back) with it.
+One dedupe key per (order, event, channel), so duplicate or concurrent webhooks
+enqueue each message once. Rendering happens here, once; notifications stores the
+result and knows nothing of orders.
+
+A message that cannot be enqueued (a malformed phone number, say) is logged as an
+error and skipped: it must never abort the payment transaction around it.
+"""
+
+import hashlib
+import logging
+
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+
+from entitlements.services import access_link_build
+from notifications.models import Notification
+from notifications.rendering import email_render, rupiah_format, whatsapp_render
+from notifications.services import NotificationInputError, notification_enqueue
+
+logger = logging.getLogger(__name__)
+
+EMAIL = Notification.Channel.EMAIL
+WHATSAPP = Notification.Channel.WHATSAPP
+
+# Midtrans' bank codes as customers know them.
+_BANK_LABELS = {
+    "bca": "BCA",
+    "bni": "BNI",
+    "bri": "BRI",
+    "cimb": "CIMB Niaga",
+    "permata": "Permata",
+    "mandiri": "Mandiri",
+    "danamon": "Danamon",
+    "bsi": "BSI",
+    "seabank": "SeaBank",
+}
+
+
+def _dedupe_key(order_id: str, event: str, channel: str) -> str:
+    return f"order:{order_id}:{event}:{channel}"
+
+
+def _order_context(order) -> dict:
+    return {
+        "customer_name": order.customer_name,
+        "order_id": order.id,
+        "package_name": order.package.name,
+        "amount": rupiah_format(order.amount),
+        "expires_at": order.expires_at,
+    }
+
+
+def _enqueue_email(*, order_id: str, template: str, event: str, recipient: str, context: dict) -> None:
+    rendered = email_render(template=template, context=context)
+    try:
+        notification_enqueue(
+            channel=EMAIL,
+            template=template,
+            recipient=recipient,
+            subject=rendered.subject,
+            body_text=rendered.body_text,
+            body_html=rendered.body_html,
+            dedupe_key=_dedupe_key(order_id, event, EMAIL),
+            reference=order_id,
+        )
+    except NotificationInputError as exc:
+        logger.error(
+            "notice_skipped", extra={"order_id": order_id, "template": template, "channel": EMAIL, "error": str(exc)}
+        )
+
+
+def _enqueue_whatsapp(*, order_id: str, template: str, event: str, recipient: str, context: dict, params: list) -> None:
+    try:
+        notification_enqueue(
+            channel=WHATSAPP,
+            template=template,
+            recipient=recipient,
+            subject="",
+            body_text=whatsapp_render(template=template, context=context),
+            dedupe_key=_dedupe_key(order_id, event, WHATSAPP),
+            reference=order_id,
+            template_params=[str(p) for p in params],
+        )
+    except NotificationInputError as exc:
+        logger.error(
+            "notice_skipped", extra={"order_id": order_id, "template": template, "channel": WHATSAPP, "error": str(exc)}
+        )
+
+
+def _bank_label(attempt) -> str:
+    """The bank of the attempt's virtual account, from the latest Midtrans payload that names it."""
+    for event in attempt.events.order_by("-received_at")[:5]:
+        for payload in (event.confirmed_payload or {}, event.payload or {}):
+            for entry in payload.get("va_numbers") or []:
+                if isinstance(entry, dict) and entry.get("va_number") == attempt.va_number and entry.get("bank"):
+                    return _BANK_LABELS.get(str(entry["bank"]).lower(), str(entry["bank"]).upper())
+            if payload.get("permata_va_number") == attempt.va_number:
+                return _BANK_LABELS["permata"]
+            if payload.get("bill_key") == attempt.va_number:
+                return _BANK_LABELS["mandiri"]
+    return ""
+
+
+def notice_payment_instructions(*, order, attempt) -> None:
+    """Email + WhatsApp: how to pay. Sent when the order becomes payable (the payment link),
+    and once more when a pending notification brings a virtual account number."""
+    va_number = attempt.va_number or ""
+    event = f"payment_instructions:{attempt.number}" + (":va" if va_number else "")
+    context = _order_context(order) | {
+        "payment_url": attempt.redirect_url,
+        "va_number": va_number,
+        "bank": _bank_label(attempt) if va_number else "",
+    }
+    how_to_pay = (
+        " ".join(filter(None, ["Virtual Account", context["bank"], va_number])) if va_number else attempt.redirect_url
+    )
+    template = "payment_instructions"
+    _enqueue_email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context)
+    _enqueue_whatsapp(
+        order_id=order.id,
+        template=template,
+        event=event,
+        recipient=order.customer_phone,
+        context=context,
+        params=[order.customer_name, order.id, context["amount"], how_to_pay],
+    )
+
+
+def notice_paid(*, order) -> None:
+    """Email + WhatsApp "pembayaran diterima" with the course access link; once per order."""
+    access_link = access_link_build(email=order.customer_email, course_code=order.package.course_code)
+    context = _order_context(order) | {"access_link": access_link}
+    template = "payment_received"
+    _enqueue_email(order_id=order.id, template=template, event="paid", recipient=order.customer_email, context=context)
+    _enqueue_whatsapp(
+        order_id=order.id,
+        template=template,
+        event="paid",
+        recipient=order.customer_phone,
+        context=context,
+        params=[order.customer_name, order.id, context["amount"], access_link],
+    )
+
+
+def notice_expired(*, order) -> None:
+    """Email: the order expired, and where to buy again."""
+    context = _order_context(order) | {"shop_url": f"{settings.PUBLIC_BASE_URL}/"}
+    _enqueue_email(
+        order_id=order.id, template="order_expired", event="expired", recipient=order.customer_email, context=context
+    )
+
+
+def notice_refunded(*, order) -> None:
+    """Email: a refund was processed. One per refunded total, so a partial then a full refund
+    each tell the customer once."""
+    context = _order_context(order) | {
+        "refunded_amount": rupiah_format(order.refunded_amount),
+        "fully_refunded": order.refunded_amount >= order.amount,
+    }
+    _enqueue_email(
+        order_id=order.id,
+        template="refund_processed",
+        event=f"refunded:{order.refunded_amount}",
+        recipient=order.customer_email,
+        context=context,
+    )
+
+
+def _admin_order_url(order_id: str) -> str:
+    try:
+        return settings.PUBLIC_BASE_URL + reverse("admin:payments_order_change", args=[order_id])
+    except NoReverseMatch:
+        return f"{settings.PUBLIC_BASE_URL}/admin/"
+
+
+def notice_alert(*, order_id: str, subject: str, body: str) -> None:
+    """Email to every address in settings.ALERT_EMAILS. The same alert (order, subject, body)
+    is sent once however often the cause repeats (duplicate webhooks, sweeps)."""
+    logger.warning("operator_alert", extra={"order_id": order_id, "subject": subject})
+    if not settings.ALERT_EMAILS:
+        logger.warning("operator_alert_no_recipients", extra={"order_id": order_id, "subject": subject})
+        return
+    context = {"order_id": order_id, "subject": subject, "body": body, "admin_url": _admin_order_url(order_id)}
+    rendered = email_render(template="operator_alert", context=context)
+    for recipient in settings.ALERT_EMAILS:
+        digest = hashlib.sha256(f"{subject}\n{body}\n{recipient}".encode()).hexdigest()[:24]
+        try:
+            notification_enqueue(
+                channel=EMAIL,
+                template="operator_alert",
+                recipient=recipient,
+                subject=rendered.subject[:255],
+                body_text=rendered.body_text,
+                body_html=rendered.body_html,
+                dedupe_key=f"alert:{order_id}:{digest}",
+                reference=order_id,
+            )
+        except NotificationInputError as exc:
+            logger.error(
+                "notice_skipped", extra={"order_id": order_id, "template": "operator_alert", "error": str(exc)}
+            )
