@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "payments",
     "entitlements",
     "notifications",
+    "payments.simulator",
 ]
 
 MIDDLEWARE = [

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -12,3 +13,7 @@ urlpatterns = [
     path("", include("payments.urls")),
     path("", include("entitlements.urls")),
 ]
+
+if settings.MIDTRANS_SIMULATOR:
+    # The local Midtrans stand-in; never mounted in production (start-up checks refuse it there).
+    urlpatterns.append(path("sandbox/midtrans/", include("payments.simulator.urls")))

@@ -1,0 +1,503 @@
+"""The only module that talks to Midtrans (Snap API and Core API), over `requests`.
+
+Why not the official `midtransclient`: it sets no timeouts, never checks signatures,
+does not URL-encode ids and is unmaintained (see ../shared/reference/midtrans-api.md §5).
+
+Every call:
+- reads its settings at call time (base URLs, key, timeouts), so tests can override them;
+- has a connect and a read timeout;
+- passes through a circuit breaker whose state lives in the Django cache (Redis in
+  production), so every web and worker process of a deployment shares it;
+- logs exactly one structured line per HTTP call (`midtrans_call`), or one
+  `midtrans_call_refused` line when the open breaker refused it without a call.
+
+Only status reads are retried (with backoff): they are safe to repeat. Snap create is
+never retried here: a repeated create could issue a second token for one order; the
+caller decides (it retries with the same Midtrans order id, which Midtrans answers
+with a fresh token while no method is chosen).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+# Midtrans' answers to a reused order id (Indonesian and English variants, §1 and §6).
+DUPLICATE_ORDER_ID_MARKERS = ("sudah digunakan", "has already been taken", "has been paid and utilized")
+
+# Body status codes that are data, not errors: "404" on a status read means unknown or
+# no method chosen yet; "407" means expired. All official clients exclude 407.
+_STATUS_DATA_CODES = {"404", "407"}
+
+_RETRY_BACKOFF_BASE = 0.1  # seconds; doubled per retry, with jitter
+_RETRY_BACKOFF_MAX = 1.0
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+
+class MidtransError(Exception):
+    """A Midtrans call that did not succeed. `messages` holds Midtrans' own words."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        operation: str = "",
+        midtrans_order_id: str = "",
+        http_status: int | None = None,
+        messages: list[str] | None = None,
+        status_code: str = "",
+    ):
+        self.operation = operation
+        self.midtrans_order_id = midtrans_order_id
+        self.http_status = http_status
+        self.messages = list(messages or [])
+        # The body's status_code (Core API), when there was one, e.g. "412".
+        self.status_code = status_code
+        super().__init__(message or "; ".join(self.messages) or type(self).__name__)
+
+
+class MidtransUnauthorized(MidtransError):
+    """401: the server key is wrong or from the other environment."""
+
+
+class MidtransValidationError(MidtransError):
+    """400 with `error_messages`: Midtrans refused the request as sent."""
+
+
+class MidtransDuplicateOrderId(MidtransValidationError):
+    """The Midtrans order id was already used once a method was chosen (or paid)."""
+
+
+class MidtransNotFound(MidtransError):
+    """HTTP 404 (or a 404 answer to an action); a status read's body "404" is data instead."""
+
+
+class MidtransWrongState(MidtransError):
+    """412: the transaction is not in a state that allows this action (e.g. cancel after settlement)."""
+
+
+class MidtransDuplicateRefundKey(MidtransError):
+    """406 on a refund: this refund_key was already used, so the refund was already requested."""
+
+
+class MidtransUnavailable(MidtransError):
+    """Midtrans could not answer: callers answer 503 / retry later."""
+
+
+class MidtransServerError(MidtransUnavailable):
+    """5xx, or an answer that is not JSON (a proxy's HTML error page)."""
+
+
+class MidtransTimeout(MidtransUnavailable):
+    """Connect or read timeout, or the connection was refused."""
+
+
+class MidtransCircuitOpen(MidtransUnavailable):
+    """The circuit breaker is open: failed fast without calling Midtrans."""
+
+
+@dataclass(frozen=True)
+class SnapTransaction:
+    token: str
+    redirect_url: str
+
+
+# --- Signature ----------------------------------------------------------------------------------
+
+
+def signature_compute(*, order_id: str, status_code: str, gross_amount: str, server_key: str | None = None) -> str:
+    """hex(SHA512(order_id + status_code + gross_amount + server_key)) of the strings verbatim."""
+    key = settings.MIDTRANS_SERVER_KEY if server_key is None else server_key
+    raw = f"{order_id}{status_code}{gross_amount}{key}".encode()
+    return hashlib.sha512(raw).hexdigest()
+
+
+def signature_verify(*, payload: dict, server_key: str | None = None) -> bool:
+    """True only when `signature_key` matches the payload's own strings (constant-time)."""
+    if not isinstance(payload, dict):
+        return False
+    fields = [payload.get(name) for name in ("order_id", "status_code", "gross_amount", "signature_key")]
+    # Verbatim strings only: an int status_code or a float amount would sign differently.
+    if not all(isinstance(value, str) and value for value in fields):
+        return False
+    order_id, status_code, gross_amount, received = fields
+    key = settings.MIDTRANS_SERVER_KEY if server_key is None else server_key
+    if not key:
+        return False
+    expected = signature_compute(order_id=order_id, status_code=status_code, gross_amount=gross_amount, server_key=key)
+    return hmac.compare_digest(expected.encode(), received.strip().lower().encode())
+
+
+# --- Circuit breaker (state in the shared cache) -----------------------------------------------------
+
+_CB_FAILURES = "midtrans:circuit:failures"
+_CB_OPENED_AT = "midtrans:circuit:opened_at"
+_CB_PROBE = "midtrans:circuit:probe"
+_CB_TTL = 24 * 3600
+
+
+def _cache_get(key, default=None):
+    # A broken cache must never break payments: the breaker then behaves as closed.
+    try:
+        return cache.get(key, default)
+    except Exception:
+        logger.warning("midtrans_circuit_cache_unavailable", exc_info=True)
+        return default
+
+
+def _cache_call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        logger.warning("midtrans_circuit_cache_unavailable", exc_info=True)
+        return None
+
+
+def circuit_state() -> dict:
+    """The breaker as /health shows it: closed, open (failing fast) or half_open (next call probes)."""
+    failures = int(_cache_get(_CB_FAILURES, 0) or 0)
+    opened_at = _cache_get(_CB_OPENED_AT)
+    if opened_at is None:
+        state = "closed"
+    elif time.time() - float(opened_at) < float(settings.MIDTRANS_BREAKER_COOLDOWN):
+        state = "open"
+    else:
+        state = "half_open"
+    return {
+        "state": state,
+        "failures": failures,
+        "opened_at": datetime.fromtimestamp(float(opened_at), UTC).isoformat() if opened_at is not None else None,
+    }
+
+
+def _circuit_admit() -> bool:
+    """Whether a call may go out. Returns True when this call is the half-open probe."""
+    opened_at = _cache_get(_CB_OPENED_AT)
+    if opened_at is None:
+        return False
+    if time.time() - float(opened_at) < float(settings.MIDTRANS_BREAKER_COOLDOWN):
+        raise MidtransCircuitOpen("Midtrans circuit is open; failing fast")
+    # Cool-down over: exactly one caller (across processes, via cache.add) probes.
+    probe_ttl = int(float(settings.MIDTRANS_CONNECT_TIMEOUT) + float(settings.MIDTRANS_READ_TIMEOUT)) + 5
+    if _cache_call(cache.add, _CB_PROBE, 1, probe_ttl):
+        return True
+    raise MidtransCircuitOpen("Midtrans circuit is half-open and a probe call is in flight; failing fast")
+
+
+def _circuit_success(*, probe: bool) -> None:
+    if probe or _cache_get(_CB_FAILURES, 0) or _cache_get(_CB_OPENED_AT) is not None:
+        was_open = _cache_get(_CB_OPENED_AT) is not None
+        _cache_call(cache.delete_many, [_CB_FAILURES, _CB_OPENED_AT, _CB_PROBE])
+        if was_open:
+            logger.info("midtrans_circuit_closed")
+
+
+def _circuit_failure(*, probe: bool) -> None:
+    if probe:
+        # The probe failed: open again for a full cool-down.
+        _cache_call(cache.set, _CB_OPENED_AT, time.time(), _CB_TTL)
+        _cache_call(cache.delete, _CB_PROBE)
+        logger.warning("midtrans_circuit_reopened")
+        return
+    _cache_call(cache.add, _CB_FAILURES, 0, _CB_TTL)
+    failures = _cache_call(cache.incr, _CB_FAILURES) or 0
+    # add(): when several processes cross the threshold together, the first one's time stands.
+    if failures >= int(settings.MIDTRANS_BREAKER_FAILURES) and _cache_call(
+        cache.add, _CB_OPENED_AT, time.time(), _CB_TTL
+    ):
+        logger.warning("midtrans_circuit_opened", extra={"failures": failures})
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def _auth_header() -> str:
+    token = base64.b64encode(f"{settings.MIDTRANS_SERVER_KEY}:".encode()).decode()
+    return f"Basic {token}"
+
+
+def _quote(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _messages_of(body) -> list[str]:
+    if not isinstance(body, dict):
+        return []
+    messages = body.get("error_messages")
+    if isinstance(messages, list):
+        return [str(m) for m in messages]
+    if isinstance(messages, str):
+        return [messages]
+    if body.get("status_message"):
+        return [str(body["status_message"])]
+    return []
+
+
+def _error_for(
+    *, operation: str, midtrans_order_id: str, http_status: int, body, status_data_codes: set[str]
+) -> MidtransError | None:
+    """Map an HTTP answer to a typed error, or None when it is a success (or data)."""
+    ctx = {"operation": operation, "midtrans_order_id": midtrans_order_id, "http_status": http_status}
+    if not isinstance(body, dict):
+        return MidtransServerError(f"Midtrans answered HTTP {http_status} without a JSON object", **ctx)
+    messages = _messages_of(body)
+    body_code = str(body.get("status_code") or "")
+    code = http_status if http_status >= 400 else (int(body_code) if body_code.isdigit() else 200)
+    if http_status < 400 and body_code in status_data_codes:
+        return None
+    if code < 400:
+        return None
+    ctx.update(messages=messages, status_code=body_code)
+    if code >= 500:
+        return MidtransServerError(**ctx)
+    if code == 401:
+        return MidtransUnauthorized(**ctx)
+    if code == 404:
+        return MidtransNotFound(**ctx)
+    if code == 412:
+        return MidtransWrongState(**ctx)
+    if code == 406 and operation == "refund":
+        return MidtransDuplicateRefundKey(**ctx)
+    if code in (400, 406) and any(m in msg.lower() for msg in messages for m in DUPLICATE_ORDER_ID_MARKERS):
+        return MidtransDuplicateOrderId(**ctx)
+    if code == 400:
+        return MidtransValidationError(**ctx)
+    return MidtransError(**ctx)
+
+
+def _request_once(
+    *,
+    operation: str,
+    method: str,
+    url: str,
+    midtrans_order_id: str,
+    json_body: dict | None,
+    timeout: tuple[float, float],
+    status_data_codes: set[str],
+    attempt: int,
+) -> dict:
+    try:
+        probe = _circuit_admit()
+    except MidtransCircuitOpen as exc:
+        exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
+        logger.warning(
+            "midtrans_call_refused",
+            extra={"operation": operation, "midtrans_order_id": midtrans_order_id, "reason": "circuit_open"},
+        )
+        raise
+
+    started = time.monotonic()
+    http_status: int | None = None
+    error: MidtransError | None = None
+    body = None
+    try:
+        response = requests.request(
+            method,
+            url,
+            json=json_body,
+            headers={
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "Authorization": _auth_header(),
+            },
+            timeout=timeout,
+            allow_redirects=False,
+        )
+        http_status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = _error_for(
+            operation=operation,
+            midtrans_order_id=midtrans_order_id,
+            http_status=http_status,
+            body=body,
+            status_data_codes=status_data_codes,
+        )
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        error = MidtransTimeout(
+            f"Midtrans did not answer: {type(exc).__name__}", operation=operation, midtrans_order_id=midtrans_order_id
+        )
+    except requests.RequestException as exc:
+        error = MidtransServerError(
+            f"Midtrans call failed: {type(exc).__name__}: {exc}",
+            operation=operation,
+            midtrans_order_id=midtrans_order_id,
+        )
+    finally:
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+
+    if isinstance(error, MidtransUnavailable):
+        _circuit_failure(probe=probe)
+    else:
+        # Midtrans answered (even a 4xx is an answer): the service is up.
+        _circuit_success(probe=probe)
+
+    log_fields = {
+        "operation": operation,
+        "midtrans_order_id": midtrans_order_id,
+        "http_status": http_status,
+        "duration_ms": duration_ms,
+        "attempt": attempt,
+        "outcome": type(error).__name__ if error else "ok",
+    }
+    if isinstance(body, dict) and body.get("status_code"):
+        log_fields["status_code"] = body.get("status_code")
+    if error is not None:
+        logger.warning("midtrans_call", extra=log_fields)
+        raise error
+    logger.info("midtrans_call", extra=log_fields)
+    return body
+
+
+def _request(
+    *,
+    operation: str,
+    method: str,
+    url: str,
+    midtrans_order_id: str = "",
+    json_body: dict | None = None,
+    read_timeout: float | None = None,
+    retries: int = 0,
+    status_data_codes: set[str] | None = None,
+) -> dict:
+    timeout = (
+        float(settings.MIDTRANS_CONNECT_TIMEOUT),
+        float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
+    )
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _request_once(
+                operation=operation,
+                method=method,
+                url=url,
+                midtrans_order_id=midtrans_order_id,
+                json_body=json_body,
+                timeout=timeout,
+                status_data_codes=status_data_codes or set(),
+                attempt=attempt,
+            )
+        except MidtransCircuitOpen:
+            raise
+        except (MidtransServerError, MidtransTimeout):
+            if attempt > retries:
+                raise
+            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1))
+            time.sleep(delay * random.uniform(0.5, 1.0))
+
+
+def _snap_url(path: str) -> str:
+    return f"{settings.MIDTRANS_SNAP_URL.rstrip('/')}{path}"
+
+
+def _api_url(path: str) -> str:
+    return f"{settings.MIDTRANS_API_URL.rstrip('/')}{path}"
+
+
+# --- Operations ----------------------------------------------------------------------------------
+
+
+def snap_create(*, payload: dict) -> SnapTransaction:
+    """Create a Snap transaction. Never retried (see the module docstring)."""
+    midtrans_order_id = str((payload.get("transaction_details") or {}).get("order_id", ""))
+    body = _request(
+        operation="snap_create",
+        method="POST",
+        url=_snap_url("/snap/v1/transactions"),
+        midtrans_order_id=midtrans_order_id,
+        json_body=payload,
+    )
+    token, redirect_url = body.get("token"), body.get("redirect_url")
+    if not token or not redirect_url:
+        raise MidtransServerError(
+            "Snap create answered without token or redirect_url",
+            operation="snap_create",
+            midtrans_order_id=midtrans_order_id,
+            http_status=201,
+        )
+    return SnapTransaction(token=str(token), redirect_url=str(redirect_url))
+
+
+def snap_cancel(*, token: str) -> dict:
+    """Cancel a Snap session before a method was chosen. Returns `{"canceled_at": ...}`."""
+    return _request(
+        operation="snap_cancel",
+        method="POST",
+        url=_snap_url(f"/snap/v1/transactions/{_quote(token)}/cancel"),
+    )
+
+
+def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) -> dict:
+    """The status body. `status_code` "404" (unknown or no method chosen yet) and "407" are data.
+
+    Retried on timeouts and 5xx (MIDTRANS_STATUS_RETRIES extra tries); a read is safe to repeat.
+    """
+    return _request(
+        operation="status",
+        method="GET",
+        url=_api_url(f"/v2/{_quote(midtrans_order_id)}/status"),
+        midtrans_order_id=midtrans_order_id,
+        read_timeout=float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout),
+        retries=max(0, int(settings.MIDTRANS_STATUS_RETRIES)),
+        status_data_codes=_STATUS_DATA_CODES,
+    )
+
+
+def transaction_cancel(*, midtrans_order_id: str) -> dict:
+    return _request(
+        operation="cancel",
+        method="POST",
+        url=_api_url(f"/v2/{_quote(midtrans_order_id)}/cancel"),
+        midtrans_order_id=midtrans_order_id,
+    )
+
+
+def transaction_expire(*, midtrans_order_id: str) -> dict:
+    # A successful expire answers body status_code "407" ("Success, transaction has expired").
+    return _request(
+        operation="expire",
+        method="POST",
+        url=_api_url(f"/v2/{_quote(midtrans_order_id)}/expire"),
+        midtrans_order_id=midtrans_order_id,
+        status_data_codes={"407"},
+    )
+
+
+def transaction_refund(*, midtrans_order_id: str, refund_key: str, amount: int | None = None, reason: str = "") -> dict:
+    """Refund all (amount None) or part of a settled transaction.
+
+    `refund_key` makes a repeated request safe: Midtrans answers 406 (MidtransDuplicateRefundKey)
+    instead of refunding twice. Not retried here for the same reason Snap create is not.
+    """
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
+        raise ValueError("amount must be a positive integer (rupiah) or None")
+    body: dict = {"refund_key": refund_key}
+    if amount is not None:
+        body["amount"] = amount
+    if reason:
+        body["reason"] = reason
+    return _request(
+        operation="refund",
+        method="POST",
+        url=_api_url(f"/v2/{_quote(midtrans_order_id)}/refund"),
+        midtrans_order_id=midtrans_order_id,
+        json_body=body,
+    )

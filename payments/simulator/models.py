@@ -1,0 +1,109 @@
+"""Simulator state, in the database so every web process (gunicorn worker) shares it.
+
+These tables belong to the simulator only; nothing in the product reads them.
+"""
+
+from django.db import models
+
+
+class SimTransaction(models.Model):
+    """One Midtrans order id: its live Snap token and, once a method is chosen, the Core transaction."""
+
+    order_id = models.CharField(max_length=50, unique=True)
+    # The live Snap token. A new Snap create for the same order id before a method is
+    # chosen replaces it (the old token dies), as Midtrans does.
+    token = models.CharField(max_length=64, unique=True)
+    token_canceled_at = models.DateTimeField(null=True, blank=True)
+    request_payload = models.JSONField(default=dict)
+    gross_amount = models.BigIntegerField()
+    enabled_payments = models.JSONField(default=list, blank=True)
+    finish_url = models.CharField(max_length=2000, blank=True)
+    error_url = models.CharField(max_length=2000, blank=True)
+    # Empty until the customer picks a method on the payment page (status API says 404 till then).
+    transaction_id = models.CharField(max_length=64, blank=True)
+    payment_type = models.CharField(max_length=32, blank=True)
+    bank = models.CharField(max_length=16, blank=True)
+    va_number = models.CharField(max_length=32, blank=True)
+    transaction_status = models.CharField(max_length=32, blank=True)
+    fraud_status = models.CharField(max_length=16, blank=True)
+    transaction_time = models.DateTimeField(null=True, blank=True)
+    settlement_time = models.DateTimeField(null=True, blank=True)
+    expiry_time = models.DateTimeField(null=True, blank=True)
+    refund_amount = models.BigIntegerField(default=0)
+    # Each refund: refund_chargeback_id, refund_amount, created_at, reason, refund_key, bank_confirmed_at.
+    refunds = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.order_id} {self.transaction_status or 'open'}"
+
+    @property
+    def method_chosen(self) -> bool:
+        return bool(self.transaction_status)
+
+
+class SimNotification(models.Model):
+    """One HTTP notification to deliver, with Midtrans' retry bookkeeping. The queue of the dispatcher."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be sent"
+        SENDING = "sending", "Being sent"
+        DELIVERED = "delivered", "Answered 2xx"
+        FAILED = "failed", "Given up"
+
+    transaction = models.ForeignKey(SimTransaction, on_delete=models.CASCADE, related_name="notifications")
+    # The exact JSON body; a trigger may have tampered with it on purpose.
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    due_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    url = models.CharField(max_length=2000, blank=True, help_text="Where the last attempt went.")
+    # Every attempt: {"at", "url", "http_status", "error"} — lets tests and people watch retries.
+    history = models.JSONField(default=list, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        indexes = [models.Index(fields=["status", "due_at"], name="simnotif_status_due_idx")]
+
+    def __str__(self):
+        return f"{self.payload.get('order_id')} {self.payload.get('transaction_status')} ({self.status})"
+
+
+class SimApiCall(models.Model):
+    """Every API request the simulator received, so tests can count calls (retries) exactly."""
+
+    operation = models.CharField(max_length=32)
+    order_id = models.CharField(max_length=64, blank=True)
+    http_status = models.PositiveSmallIntegerField()
+    fault = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.operation} {self.order_id} -> {self.http_status}"
+
+
+class SimFault(models.Model):
+    """Run-time fault injection for the simulator's API endpoints (one row, id=1)."""
+
+    latency_ms = models.PositiveIntegerField(default=0)
+    error_rate = models.FloatField(default=0.0, help_text="Share (0..1) of API calls answered 500.")
+    fail_next = models.PositiveIntegerField(default=0, help_text="The next N API calls answer 500.")
+    timeout = models.BooleanField(default=False, help_text="Hold each API call for timeout_seconds.")
+    timeout_seconds = models.FloatField(default=30.0)
+    down = models.BooleanField(default=False, help_text="Answer 503 with an HTML page, like a dead upstream.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return "simulator faults"

@@ -1,0 +1,565 @@
+"""The simulator's behaviour: Midtrans' validations, state changes and answer bodies.
+
+Views, the payment page, the trigger command and the test helper all call these
+functions, so every path changes state the same way. Where this disagrees with
+../shared/reference/midtrans-api.md, this file is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from payments.simulator.dispatcher import notification_queue
+from payments.simulator.models import SimTransaction
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+MERCHANT_ID = "G000000000"
+ORDER_ID_RE = re.compile(r"^[A-Za-z0-9\-_~.]+$")
+
+MSG_UNAUTHORIZED = "Access denied due to unauthorized transaction, please check client or server key"
+MSG_NOT_EQUAL = "transaction_details.gross_amount is not equal to the sum of item_details"
+MSG_PAID_AND_UTILIZED = "transaction_details.order_id has been paid and utilized, please use another order ID"
+MSG_ORDER_ID_USED = "transaction_details.order_id sudah digunakan"
+MSG_STATE = "Merchant cannot modify the status of the transaction"
+
+# Payment methods the page offers: the key is our choice name, then how Midtrans reports it.
+METHODS: dict[str, dict] = {
+    "bca_va": {"payment_type": "bank_transfer", "bank": "bca", "label": "BCA Virtual Account"},
+    "qris": {"payment_type": "qris", "bank": "", "label": "QRIS"},
+    "gopay": {"payment_type": "gopay", "bank": "", "label": "GoPay"},
+    "credit_card": {"payment_type": "credit_card", "bank": "bni", "label": "Kartu Kredit/Debit"},
+}
+# enabled_payments names (and aliases) that turn each of our methods on.
+_ENABLED_ALIASES = {
+    "bca_va": "bca_va",
+    "bank_transfer": "bca_va",
+    "other_qris": "qris",
+    "qris": "qris",
+    "gopay": "gopay",
+    "credit_card": "credit_card",
+}
+# Default time to pay after choosing a method (Midtrans defaults: VA 24 h, e-wallet/QRIS 15 min).
+_DEFAULT_EXPIRY = {
+    "bank_transfer": timedelta(hours=24),
+    "qris": timedelta(minutes=15),
+    "gopay": timedelta(minutes=15),
+    "credit_card": timedelta(minutes=15),
+}
+# Payment types Midtrans can refund through the API (no VA refunds, §2).
+REFUNDABLE_TYPES = {"credit_card", "gopay", "qris", "shopeepay"}
+
+# Which states each event may leave (Midtrans' transaction status cycle, §3).
+TRANSITIONS: dict[str, set[str]] = {
+    "settlement": {"pending", "capture"},
+    "capture": {"pending"},
+    "challenge": {"pending"},
+    "deny": {"pending", "capture", "authorize"},
+    "cancel": {"pending", "capture", "authorize"},
+    "expire": {"pending", "authorize"},
+    "refund": {"settlement", "partial_refund"},
+    "partial_refund": {"settlement", "partial_refund"},
+    "chargeback": {"settlement", "partial_refund"},
+    "reversal": {"settlement"},
+}
+
+
+class SimApiError(Exception):
+    """An answer the simulator gives instead of success: HTTP status and JSON body."""
+
+    def __init__(self, http_status: int, body: dict):
+        self.http_status = http_status
+        self.body = body
+        super().__init__(f"{http_status} {body}")
+
+
+class SimStateError(Exception):
+    """A state change Midtrans would not make (for the page and the trigger command)."""
+
+
+# --- Formats -----------------------------------------------------------------------------------
+
+
+def amount_format(amount: int) -> str:
+    """Midtrans' amount string: always two decimals, e.g. 99000 -> "99000.00"."""
+    return f"{int(amount)}.00"
+
+
+def time_format(value: datetime | None) -> str:
+    """Midtrans' time string: "YYYY-MM-DD HH:MM:SS" in GMT+7."""
+    return value.astimezone(JAKARTA).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def signature_for(*, order_id: str, status_code: str, gross_amount: str) -> str:
+    # Written out here rather than imported from payments.midtrans: the simulator signs
+    # like Midtrans does, independently of the verifier under test.
+    raw = order_id + status_code + gross_amount + settings.MIDTRANS_SERVER_KEY
+    return hashlib.sha512(raw.encode("utf-8")).hexdigest()
+
+
+def status_code_for(tx: SimTransaction) -> str:
+    status = tx.transaction_status
+    if status == "pending":
+        return "201"
+    if status == "capture":
+        return "201" if tx.fraud_status == "challenge" else "200"
+    if status in {"deny", "cancel"}:
+        return "202"
+    if status == "expire":
+        return "407"
+    return "200"
+
+
+def auth_valid(header: str) -> bool:
+    """Basic auth exactly as Midtrans wants it: base64(SERVER_KEY + ":")."""
+    if not header.startswith("Basic "):
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    expected = f"{settings.MIDTRANS_SERVER_KEY}:"
+    return bool(settings.MIDTRANS_SERVER_KEY) and hmac.compare_digest(decoded.encode(), expected.encode())
+
+
+# --- Bodies -------------------------------------------------------------------------------------
+
+
+def transaction_body(tx: SimTransaction, *, for_notification: bool) -> dict:
+    """The JSON Midtrans sends as a notification, or answers to GET status, for the current state."""
+    status_code = status_code_for(tx)
+    gross_amount = amount_format(tx.gross_amount)
+    body = {
+        "transaction_time": time_format(tx.transaction_time),
+        "transaction_status": tx.transaction_status,
+        "transaction_id": tx.transaction_id,
+        "status_message": "midtrans payment notification" if for_notification else "Success, transaction is found",
+        "status_code": status_code,
+        "signature_key": signature_for(order_id=tx.order_id, status_code=status_code, gross_amount=gross_amount),
+        "payment_type": tx.payment_type,
+        "order_id": tx.order_id,
+        "merchant_id": MERCHANT_ID,
+        "gross_amount": gross_amount,
+        "currency": "IDR",
+        "fraud_status": tx.fraud_status or "accept",
+    }
+    if tx.expiry_time:
+        body["expiry_time"] = time_format(tx.expiry_time)
+    if tx.settlement_time:
+        body["settlement_time"] = time_format(tx.settlement_time)
+    if tx.payment_type == "bank_transfer":
+        body["va_numbers"] = [{"bank": tx.bank, "va_number": tx.va_number}]
+        body["payment_amounts"] = (
+            [{"paid_at": time_format(tx.settlement_time), "amount": gross_amount}] if tx.settlement_time else []
+        )
+    elif tx.payment_type == "qris":
+        body.update(
+            {
+                "transaction_type": "off-us",
+                "issuer": "gopay",
+                "acquirer": "gopay",
+                "merchant_cross_reference_id": f"SIM-{tx.transaction_id[:8]}",
+            }
+        )
+    elif tx.payment_type == "credit_card":
+        denied = tx.transaction_status == "deny"
+        body.update(
+            {
+                "masked_card": "48111111-1114",
+                "card_type": "credit",
+                "bank": tx.bank or "bni",
+                "eci": "05",
+                "channel_response_code": "05" if denied else "00",
+                "channel_response_message": "Do not honor" if denied else "Approved",
+            }
+        )
+        if tx.transaction_status in {"capture", "settlement", "refund", "partial_refund", "chargeback"}:
+            body["approval_code"] = f"{int(tx.transaction_id[:8], 16) % 10**12:012d}"
+    if tx.refunds:
+        body["refund_amount"] = amount_format(tx.refund_amount)
+        body["refunds"] = [{k: v for k, v in r.items() if k != "refund_key" or v} for r in tx.refunds]
+    return body
+
+
+def status_not_found_body() -> dict:
+    return {"status_code": "404", "status_message": "Transaction doesn't exist.", "id": str(uuid.uuid4())}
+
+
+def _core_error(status_code: str, message: str) -> SimApiError:
+    # Core API errors come back as HTTP 200 with the code in the body, as status reads do
+    # (reference §2: "HTTP status is 200 in practice"); the client handles either form.
+    return SimApiError(200, {"status_code": status_code, "status_message": message, "id": str(uuid.uuid4())})
+
+
+# --- Snap ---------------------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def snap_payload_errors(payload) -> list[str]:
+    """Midtrans' 400 error_messages for a Snap create body; empty when it is acceptable."""
+    if not isinstance(payload, dict):
+        return ["Request body is not a valid JSON object"]
+    details = payload.get("transaction_details")
+    if not isinstance(details, dict):
+        return ["transaction_details is required"]
+    errors: list[str] = []
+    order_id = details.get("order_id")
+    if order_id is None or order_id == "":
+        errors.append("transaction_details.order_id is required")
+    elif not isinstance(order_id, str):
+        errors.append("transaction_details.order_id must be a string")
+    else:
+        if len(order_id) > 50:
+            errors.append("transaction_details.order_id too long. Maximum 50 characters")
+        if not ORDER_ID_RE.match(order_id):
+            errors.append(
+                "transaction_details.order_id contains invalid characters. Allowed: letters, digits, '-', '_', '~', '.'"
+            )
+    gross = details.get("gross_amount")
+    gross_ok = False
+    if gross is None:
+        errors.append("transaction_details.gross_amount is required")
+    elif not _is_int(gross):
+        errors.append("transaction_details.gross_amount must be an integer, decimals are not allowed")
+    elif gross <= 0:
+        errors.append("transaction_details.gross_amount must be greater than 0")
+    else:
+        gross_ok = True
+    items = payload.get("item_details")
+    if items is not None:
+        if not isinstance(items, list):
+            errors.append("item_details must be an array")
+        else:
+            total, items_ok = 0, True
+            for i, item in enumerate(items):
+                if not isinstance(item, dict):
+                    errors.append(f"item_details[{i}] must be an object")
+                    items_ok = False
+                    continue
+                price, quantity, name = item.get("price"), item.get("quantity"), item.get("name")
+                if not _is_int(price):
+                    errors.append(f"item_details[{i}].price must be an integer")
+                    items_ok = False
+                if not _is_int(quantity) or quantity < 1:
+                    errors.append(f"item_details[{i}].quantity must be an integer of at least 1")
+                    items_ok = False
+                if not isinstance(name, str) or not name:
+                    errors.append(f"item_details[{i}].name is required")
+                elif len(name) > 50:
+                    errors.append(f"item_details[{i}].name too long. Maximum 50 characters")
+                for field in ("id", "brand", "category", "merchant_name"):
+                    if isinstance(item.get(field), str) and len(item[field]) > 50:
+                        errors.append(f"item_details[{i}].{field} too long. Maximum 50 characters")
+                if items_ok:
+                    total += price * quantity
+            if items_ok and gross_ok and total != gross:
+                errors.append(MSG_NOT_EQUAL)
+    customer = payload.get("customer_details")
+    if customer is not None:
+        if not isinstance(customer, dict):
+            errors.append("customer_details must be an object")
+        else:
+            for field in ("first_name", "last_name", "email", "phone"):
+                value = customer.get(field)
+                if value is not None and (not isinstance(value, str) or len(value) > 255):
+                    errors.append(f"customer_details.{field} must be a string of at most 255 characters")
+    enabled = payload.get("enabled_payments")
+    if enabled is not None and (not isinstance(enabled, list) or not all(isinstance(e, str) for e in enabled)):
+        errors.append("enabled_payments must be an array of strings")
+    callbacks = payload.get("callbacks")
+    if callbacks is not None and (
+        not isinstance(callbacks, dict) or not all(isinstance(v, str) for v in callbacks.values())
+    ):
+        errors.append("callbacks must be an object of URL strings")
+    return errors
+
+
+def snap_create(*, payload, redirect_base: str) -> dict:
+    """Snap create: returns {"token", "redirect_url"} or raises SimApiError(400) like Midtrans."""
+    errors = snap_payload_errors(payload)
+    if errors:
+        raise SimApiError(400, {"error_messages": errors})
+    details = payload["transaction_details"]
+    order_id, gross = details["order_id"], details["gross_amount"]
+    callbacks = payload.get("callbacks") or {}
+    fields = {
+        "request_payload": payload,
+        "gross_amount": gross,
+        "enabled_payments": payload.get("enabled_payments") or [],
+        "finish_url": callbacks.get("finish", ""),
+        "error_url": callbacks.get("error", ""),
+        "token_canceled_at": None,
+    }
+    for _ in range(3):  # a concurrent create for a brand-new order id loses the unique race once
+        token = str(uuid.uuid4())
+        try:
+            with transaction.atomic():
+                tx = SimTransaction.objects.select_for_update().filter(order_id=order_id).first()
+                if tx is None:
+                    SimTransaction.objects.create(order_id=order_id, token=token, **fields)
+                elif tx.method_chosen:
+                    paid = tx.transaction_status in {"settlement", "capture", "refund", "partial_refund", "chargeback"}
+                    raise SimApiError(400, {"error_messages": [MSG_PAID_AND_UTILIZED if paid else MSG_ORDER_ID_USED]})
+                else:
+                    # Before a method is chosen Midtrans issues a new token and the old one dies.
+                    for name, value in fields.items():
+                        setattr(tx, name, value)
+                    tx.token = token
+                    tx.save()
+            return {"token": token, "redirect_url": f"{redirect_base.rstrip('/')}/snap/v4/redirection/{token}"}
+        except IntegrityError:
+            continue
+    raise SimApiError(500, {"error_messages": ["Sorry, we encountered internal server error. Please try again."]})
+
+
+def snap_cancel(*, token: str) -> dict:
+    with transaction.atomic():
+        tx = SimTransaction.objects.select_for_update().filter(token=token).first()
+        if tx is None:
+            raise SimApiError(404, {"error_messages": ["token not found"]})
+        if tx.token_canceled_at:
+            raise SimApiError(412, {"error_messages": ["token already canceled"]})
+        if tx.method_chosen:
+            raise SimApiError(412, {"error_messages": ["Transaction is on progress"]})
+        tx.token_canceled_at = timezone.now()
+        tx.save(update_fields=["token_canceled_at", "updated_at"])
+    return {"canceled_at": time_format(tx.token_canceled_at)}
+
+
+def methods_offered(tx: SimTransaction) -> list[tuple[str, str]]:
+    """(key, label) of the methods the page shows, honouring enabled_payments."""
+    if tx.enabled_payments:
+        keys = {_ENABLED_ALIASES[e] for e in tx.enabled_payments if e in _ENABLED_ALIASES}
+    else:
+        keys = set(METHODS)
+    return [(key, spec["label"]) for key, spec in METHODS.items() if key in keys]
+
+
+def _expiry_after_choice(tx: SimTransaction, payment_type: str, now: datetime) -> datetime:
+    expiry = tx.request_payload.get("expiry") if isinstance(tx.request_payload, dict) else None
+    if isinstance(expiry, dict) and _is_int(expiry.get("duration")) and expiry["duration"] > 0:
+        unit = str(expiry.get("unit", "minute")).rstrip("s")
+        seconds = {"minute": 60, "hour": 3600, "day": 86400}.get(unit, 60)
+        return now + timedelta(seconds=expiry["duration"] * seconds)
+    return now + _DEFAULT_EXPIRY.get(payment_type, timedelta(hours=24))
+
+
+@dataclass
+class _Lookup:
+    token: str | None = None
+    order_id: str | None = None
+
+
+def _locked(lookup: _Lookup) -> SimTransaction:
+    qs = SimTransaction.objects.select_for_update()
+    tx = qs.filter(token=lookup.token).first() if lookup.token else qs.filter(order_id=lookup.order_id).first()
+    if tx is None:
+        raise SimStateError("Transaksi tidak ditemukan.")
+    return tx
+
+
+def method_choose(*, method: str, token: str | None = None, order_id: str | None = None) -> SimTransaction:
+    """The customer picks a method: the Core transaction now exists (pending) and a 201 notification goes out."""
+    if method not in METHODS:
+        raise SimStateError(f"Metode pembayaran tidak dikenal: {method}")
+    with transaction.atomic():
+        tx = _locked(_Lookup(token=token, order_id=order_id))
+        if tx.token_canceled_at:
+            raise SimStateError("Sesi pembayaran ini sudah dibatalkan.")
+        if tx.method_chosen:
+            raise SimStateError("Metode pembayaran sudah dipilih untuk transaksi ini.")
+        if method not in dict(methods_offered(tx)):
+            raise SimStateError("Metode pembayaran ini tidak tersedia untuk transaksi ini.")
+        spec = METHODS[method]
+        now = timezone.now()
+        tx.transaction_id = str(uuid.uuid4())
+        tx.payment_type = spec["payment_type"]
+        tx.bank = spec["bank"]
+        if spec["payment_type"] == "bank_transfer":
+            tx.va_number = "12345" + "".join(secrets.choice("0123456789") for _ in range(6))
+        tx.transaction_status = "pending"
+        tx.fraud_status = "accept"
+        tx.transaction_time = now
+        tx.expiry_time = _expiry_after_choice(tx, spec["payment_type"], now)
+        tx.save()
+        notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
+    return tx
+
+
+def transition_apply(
+    tx: SimTransaction, *, event: str, refund_amount: int | None = None, refund_key: str = "", reason: str = ""
+) -> None:
+    """Change a locked transaction's state as Midtrans would; raises SimStateError when it would not."""
+    allowed = TRANSITIONS[event]
+    if tx.transaction_status not in allowed:
+        raise SimStateError(f"Tidak bisa '{event}' dari status '{tx.transaction_status or 'belum memilih metode'}'.")
+    now = timezone.now()
+    if event == "settlement":
+        tx.transaction_status, tx.fraud_status = "settlement", "accept"
+        tx.settlement_time = now
+    elif event == "capture":
+        tx.transaction_status, tx.fraud_status = "capture", "accept"
+        tx.settlement_time = None
+    elif event == "challenge":
+        if tx.payment_type != "credit_card":
+            raise SimStateError("Status challenge hanya terjadi pada pembayaran kartu.")
+        tx.transaction_status, tx.fraud_status = "capture", "challenge"
+    elif event == "deny":
+        tx.transaction_status = "deny"
+        if tx.fraud_status == "challenge":
+            tx.fraud_status = "deny"
+    elif event == "reversal":
+        # A bank reversal: Midtrans reports it as deny after settlement.
+        tx.transaction_status = "deny"
+    elif event in {"cancel", "expire", "chargeback"}:
+        tx.transaction_status = event
+    elif event in {"refund", "partial_refund"}:
+        remaining = tx.gross_amount - tx.refund_amount
+        amount = remaining if refund_amount is None else refund_amount
+        if amount <= 0 or amount > remaining:
+            raise SimStateError(f"Jumlah refund harus antara 1 dan {remaining}.")
+        tx.refund_amount += amount
+        tx.refunds = [
+            *tx.refunds,
+            {
+                "refund_chargeback_id": len(tx.refunds) + 1,
+                "refund_amount": amount_format(amount),
+                "created_at": time_format(now),
+                "reason": reason,
+                "refund_key": refund_key,
+                "bank_confirmed_at": "",
+            },
+        ]
+        tx.transaction_status = "refund" if tx.refund_amount >= tx.gross_amount else "partial_refund"
+    tx.save()
+
+
+def outcome_apply(*, token: str, outcome: str) -> SimTransaction:
+    """What the payment page's buttons do: pay, let expire, or get denied (then notify)."""
+    event = {"expire": "expire", "deny": "deny"}.get(outcome)
+    with transaction.atomic():
+        tx = _locked(_Lookup(token=token))
+        if outcome == "pay":
+            event = "capture" if tx.payment_type == "credit_card" else "settlement"
+        if event is None:
+            raise SimStateError(f"Aksi tidak dikenal: {outcome}")
+        transition_apply(tx, event=event)
+        notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
+    return tx
+
+
+def finish_redirect_url(tx: SimTransaction) -> str:
+    """callbacks.finish plus Midtrans' (untrusted) query params."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    base = tx.finish_url
+    if not base:
+        return ""
+    parts = urlsplit(base)
+    params = urlencode(
+        {"order_id": tx.order_id, "status_code": status_code_for(tx), "transaction_status": tx.transaction_status}
+    )
+    query = f"{parts.query}&{params}" if parts.query else params
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+# --- Core API -------------------------------------------------------------------------------------
+
+
+def _find(identifier: str) -> SimTransaction | None:
+    tx = SimTransaction.objects.filter(order_id=identifier).first()
+    if tx is None:
+        tx = SimTransaction.objects.filter(transaction_id=identifier).exclude(transaction_id="").first()
+    return tx
+
+
+def status_read(*, identifier: str) -> dict:
+    tx = _find(identifier)
+    if tx is None or not tx.method_chosen:
+        return status_not_found_body()
+    return transaction_body(tx, for_notification=False)
+
+
+def _core_action(identifier: str, event: str, **kwargs) -> SimTransaction:
+    with transaction.atomic():
+        found = _find(identifier)
+        tx = SimTransaction.objects.select_for_update().filter(pk=found.pk).first() if found else None
+        if tx is None or not tx.method_chosen:
+            raise _core_error("404", "Transaction doesn't exist.")
+        if event in {"refund", "partial_refund"}:
+            if tx.payment_type not in REFUNDABLE_TYPES:
+                raise _core_error("412", f"Payment type {tx.payment_type} does not support refund via API")
+            key = kwargs.get("refund_key") or ""
+            if key and any(r.get("refund_key") == key for r in tx.refunds):
+                raise _core_error("406", "Duplicate refund ID")
+            amount = kwargs.get("refund_amount")
+            remaining = tx.gross_amount - tx.refund_amount
+            if tx.transaction_status in TRANSITIONS[event] and amount is not None and amount > remaining:
+                raise _core_error("414", "Refund amount is greater than the remaining refundable amount")
+        if tx.transaction_status not in TRANSITIONS[event]:
+            raise _core_error("412", MSG_STATE)
+        transition_apply(tx, event=event, **kwargs)
+        notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
+        return tx
+
+
+def _action_body(tx: SimTransaction, status_code: str, message: str) -> dict:
+    body = transaction_body(tx, for_notification=False)
+    body.pop("signature_key", None)
+    body.update({"status_code": status_code, "status_message": message})
+    return body
+
+
+def transaction_cancel(*, identifier: str) -> dict:
+    tx = _core_action(identifier, "cancel")
+    return _action_body(tx, "200", "Success, transaction is canceled")
+
+
+def transaction_expire(*, identifier: str) -> dict:
+    tx = _core_action(identifier, "expire")
+    return _action_body(tx, "407", "Success, transaction has expired")
+
+
+def transaction_refund(*, identifier: str, body) -> dict:
+    if not isinstance(body, dict):
+        body = {}
+    amount = body.get("amount")
+    if amount is not None and (not _is_int(amount) or amount <= 0):
+        raise _core_error("400", "amount must be a positive integer")
+    refund_key = body.get("refund_key") or ""
+    if not isinstance(refund_key, str) or len(refund_key) > 100:
+        raise _core_error("400", "refund_key must be a string of at most 100 characters")
+    reason = str(body.get("reason") or "")[:255]
+    tx = _core_action(identifier, "refund", refund_amount=amount, refund_key=refund_key, reason=reason)
+    refund = tx.refunds[-1]
+    # Midtrans sends a second notification once the bank confirms the refund.
+    compression = max(float(settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION), 1e-9)
+    with transaction.atomic():
+        locked = SimTransaction.objects.select_for_update().get(pk=tx.pk)
+        refunds = list(locked.refunds)
+        refunds[-1] = {**refunds[-1], "bank_confirmed_at": time_format(timezone.now())}
+        locked.refunds = refunds
+        locked.save(update_fields=["refunds", "updated_at"])
+        confirmed = transaction_body(locked, for_notification=True)
+        notification_queue(transaction=locked, payloads=[confirmed], delay_seconds=60 / compression)
+    return {
+        **_action_body(tx, "200", "Success, refund request is approved"),
+        "refund_chargeback_id": refund["refund_chargeback_id"],
+        "refund_amount": refund["refund_amount"],
+        "refund_key": refund_key,
+    }
