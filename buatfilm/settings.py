@@ -229,6 +229,26 @@ IDEMPOTENCY_RETENTION_HOURS = _read(env.int, "IDEMPOTENCY_RETENTION_HOURS", defa
 # Keep access on a partial refund (the design's default); set false to revoke.
 PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=False)
 
+# --- Webhook and reconciliation ----------------------------------------------------------
+
+# Seconds all tries of the webhook's status confirmation may take together (Midtrans waits
+# 15 s; we answer well under 5 s, a 503 makes Midtrans retry).
+WEBHOOK_STATUS_BUDGET = _read(env.float, "WEBHOOK_STATUS_BUDGET", default=3.0)
+# The sweep asks Midtrans about attempts pending (or open) longer than this many minutes.
+RECONCILE_STALE_MINUTES = _read(env.int, "RECONCILE_STALE_MINUTES", default=5)
+# Events still unprocessed after this many seconds are retried by the sweep (not in flight).
+RECONCILE_EVENT_GRACE_SECONDS = _read(env.int, "RECONCILE_EVENT_GRACE_SECONDS", default=60)
+# The sweep gives up re-processing a failing event after this many tries (it stays FAILED).
+RECONCILE_EVENT_MAX_ATTEMPTS = _read(env.int, "RECONCILE_EVENT_MAX_ATTEMPTS", default=20)
+# Items per sweep and kind, so one run stays short; the next run continues.
+RECONCILE_BATCH_SIZE = _read(env.int, "RECONCILE_BATCH_SIZE", default=200)
+# Seconds between reconciliation sweeps (Celery beat).
+RECONCILE_INTERVAL_SECONDS = _read(env.int, "RECONCILE_INTERVAL_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
+    "task": "payments.tasks.payments_reconcile",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+}
+
 # --- Entitlements ---------------------------------------------------------------------
 
 ENTITLEMENTS_API_TOKEN = env.str("ENTITLEMENTS_API_TOKEN", default="")

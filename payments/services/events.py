@@ -1,0 +1,839 @@
+"""What Midtrans says about a payment, applied to our orders exactly once.
+
+The transition tables for orders and payment attempts live here, and so does the ONE
+function that applies a confirmed Midtrans status to an attempt: `payment_status_apply`.
+The webhook, the reconciliation sweep, the replay command and the admin's "Sync from
+Midtrans" all end up in it. It records the `PaymentEvent` and applies every effect in one
+database transaction that locks the order row, then the attempt row (the project's one
+lock order): the transition, the attempt's Midtrans fields, the entitlement grant or
+revoke, the audit rows and the outbox rows (through payments.notices).
+
+Why effects happen once under duplicated, reordered and concurrent notifications:
+- the state machines are monotonic: a status that would move backwards is recorded as
+  stale and changes nothing; a status equal to the current one is a duplicate;
+- a webhook body is stored once (unique dedup key), and an event that was processed is
+  never processed again (checked again under the order lock);
+- the entitlement and the outbox rows are unique per order / per dedupe key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from entitlements.services import entitlement_grant, entitlement_revoke
+from payments import midtrans, notices
+from payments.models import (
+    AttemptStatus,
+    EventResult,
+    EventSource,
+    Order,
+    OrderStatus,
+    PaymentAttempt,
+    PaymentEvent,
+)
+from payments.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+
+# --- Transition tables ------------------------------------------------------------------------
+
+_O = OrderStatus
+_A = AttemptStatus
+
+# Order: CREATED -> PENDING_PAYMENT -> PAID -> {PARTIALLY_REFUNDED -> REFUNDED, CHARGEBACK};
+# CREATED|PENDING_PAYMENT -> {EXPIRED, FAILED, CANCELLED}. Money that arrives late moves an
+# EXPIRED/FAILED/CANCELLED order to PAID (access is granted, an operator is alerted). A bank
+# reversal (deny after settlement) takes a PAID order to FAILED: it is not paid after all.
+ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
+    _O.CREATED: frozenset({_O.PENDING_PAYMENT, _O.PAID, _O.EXPIRED, _O.FAILED, _O.CANCELLED}),
+    _O.PENDING_PAYMENT: frozenset({_O.PAID, _O.EXPIRED, _O.FAILED, _O.CANCELLED}),
+    _O.PAID: frozenset({_O.PARTIALLY_REFUNDED, _O.REFUNDED, _O.CHARGEBACK, _O.FAILED}),
+    _O.PARTIALLY_REFUNDED: frozenset({_O.REFUNDED, _O.CHARGEBACK}),
+    _O.REFUNDED: frozenset(),
+    _O.CHARGEBACK: frozenset(),
+    _O.EXPIRED: frozenset({_O.PAID}),
+    _O.FAILED: frozenset({_O.PAID}),
+    _O.CANCELLED: frozenset({_O.PAID}),
+}
+
+# Attempt: initiated -> open -> pending -> challenge | paid | failed | expired;
+# paid -> reversed | partially_refunded | refunded | chargeback. A failed or expired
+# attempt may still turn out paid (Midtrans is the truth about money); nothing else
+# moves backwards.
+ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
+    _A.INITIATED: frozenset({_A.OPEN, _A.PENDING, _A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
+    _A.OPEN: frozenset({_A.PENDING, _A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
+    _A.PENDING: frozenset({_A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
+    _A.CHALLENGE: frozenset({_A.PAID, _A.FAILED, _A.EXPIRED}),
+    _A.FAILED: frozenset({_A.PAID}),
+    _A.EXPIRED: frozenset({_A.PAID}),
+    _A.PAID: frozenset({_A.REVERSED, _A.PARTIALLY_REFUNDED, _A.REFUNDED, _A.CHARGEBACK}),
+    _A.PARTIALLY_REFUNDED: frozenset({_A.REFUNDED, _A.CHARGEBACK}),
+    _A.REVERSED: frozenset(),
+    _A.REFUNDED: frozenset(),
+    _A.CHARGEBACK: frozenset(),
+}
+
+# Attempts whose money Midtrans holds for us (a refund may still be partial).
+MONEY_HOLDING_ATTEMPT_STATUSES = frozenset({_A.PAID, _A.PARTIALLY_REFUNDED})
+# Orders that count as paid for access purposes.
+PAID_ORDER_STATUSES = frozenset({_O.PAID, _O.PARTIALLY_REFUNDED})
+# Event results after which the event is never applied again.
+FINAL_EVENT_RESULTS = frozenset({EventResult.APPLIED, EventResult.DUPLICATE, EventResult.STALE, EventResult.MISMATCH})
+
+
+class TransitionNotAllowed(Exception):
+    pass
+
+
+def order_transition_allowed(*, old: str, new: str) -> bool:
+    return new in ORDER_TRANSITIONS.get(old, frozenset())
+
+
+def attempt_transition_allowed(*, old: str, new: str) -> bool:
+    return new in ATTEMPT_TRANSITIONS.get(old, frozenset())
+
+
+def order_status_set(*, order: Order, new: str, actor: str, reason: str, event_id: int | None = None) -> None:
+    """Move a locked order to `new` after checking the table; audited. The caller saves."""
+    old = order.status
+    if not order_transition_allowed(old=old, new=new):
+        raise TransitionNotAllowed(f"order {order.pk}: {old} -> {new} is not in the transition table")
+    order.status = new
+    audit_record(
+        actor=actor,
+        action="order_status_changed",
+        obj=order,
+        old_value={"status": old},
+        new_value={"status": new, "reason": reason, "event_id": event_id},
+    )
+
+
+def attempt_status_set(
+    *, attempt: PaymentAttempt, new: str, actor: str, reason: str, event_id: int | None = None
+) -> None:
+    """Move a locked attempt to `new` after checking the table; audited. The caller saves."""
+    old = attempt.status
+    if not attempt_transition_allowed(old=old, new=new):
+        raise TransitionNotAllowed(f"attempt {attempt.midtrans_order_id}: {old} -> {new} is not in the table")
+    attempt.status = new
+    audit_record(
+        actor=actor,
+        action="attempt_status_changed",
+        obj=attempt,
+        old_value={"status": old},
+        new_value={"status": new, "reason": reason, "event_id": event_id, "order_id": attempt.order_id},
+    )
+
+
+# --- Reading a Midtrans status ----------------------------------------------------------------
+
+
+class Signal(StrEnum):
+    """What a Midtrans status body means for our attempt."""
+
+    NONE = "none"  # Midtrans knows no transaction (status_code 404) or said nothing usable
+    PENDING = "pending"
+    CHALLENGE = "challenge"  # held by the fraud check: not paid
+    SUCCESS = "success"  # money arrived
+    FAILURE = "failure"  # deny / cancel / failure (after a success: a reversal)
+    EXPIRE = "expire"
+    PARTIAL_REFUND = "partial_refund"
+    REFUND = "refund"
+    CHARGEBACK = "chargeback"
+
+
+def _text(status: dict, name: str) -> str:
+    value = status.get(name)
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def status_signal(status: dict) -> Signal:
+    """Map a status body (notification or status API) to a Signal.
+
+    Branch on transaction_status, never on status_code (a result code of the call), except
+    that "404" means Midtrans has no such transaction. Fulfil only settlement, or capture
+    with fraud_status accept (reference §3); compare case-insensitively (a doc sample shows
+    "PENDING").
+    """
+    if _text(status, "status_code") == "404":
+        return Signal.NONE
+    ts, fraud = _text(status, "transaction_status"), _text(status, "fraud_status")
+    if ts == "settlement":
+        if fraud in ("", "accept"):
+            return Signal.SUCCESS
+        return Signal.CHALLENGE  # a settlement the fraud check did not accept: a person decides
+    if ts == "capture":
+        if fraud == "accept":
+            return Signal.SUCCESS
+        if fraud == "deny":
+            return Signal.FAILURE
+        return Signal.CHALLENGE
+    if ts in ("pending", "authorize"):
+        return Signal.PENDING
+    if ts in ("deny", "cancel", "failure"):
+        return Signal.FAILURE
+    if ts == "expire":
+        return Signal.EXPIRE
+    if ts == "partial_refund":
+        return Signal.PARTIAL_REFUND
+    if ts == "refund":
+        return Signal.REFUND
+    if ts in ("chargeback", "partial_chargeback"):
+        return Signal.CHARGEBACK
+    return Signal.NONE
+
+
+def amount_parse(value) -> Decimal | None:
+    """Exact Decimal of a Midtrans amount string ("99000.00"); None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def charged_amount(status: dict) -> Decimal | None:
+    """The amount to compare with the attempt's: with Midtrans' Automatic Fee Imposition,
+    gross_amount includes the customer's fee and the original amount sits in metadata."""
+    metadata = status.get("metadata")
+    if isinstance(metadata, dict):
+        info = (
+            (metadata.get("extra_info") or {}).get("gross_amount_info")
+            if isinstance(metadata.get("extra_info"), dict)
+            else None
+        )
+        if isinstance(info, dict) and "original_amount" in info:
+            return amount_parse(info.get("original_amount"))
+    return amount_parse(status.get("gross_amount"))
+
+
+def refund_total(status: dict) -> int | None:
+    """Total refunded so far per Midtrans (cumulative: a repeated notification adds nothing)."""
+    total = amount_parse(status.get("refund_amount"))
+    refunds = status.get("refunds")
+    if isinstance(refunds, list):
+        seen: dict[str, Decimal] = {}
+        for index, refund in enumerate(refunds):
+            if not isinstance(refund, dict):
+                continue
+            key = str(refund.get("refund_chargeback_id") or refund.get("refund_key") or f"#{index}")
+            amount = amount_parse(refund.get("refund_amount"))
+            if amount is not None:
+                seen[key] = amount
+        if seen:
+            listed = sum(seen.values(), Decimal(0))
+            total = listed if total is None else max(total, listed)
+    if total is None:
+        return None
+    return int(total.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def payment_code_of(status: dict) -> str:
+    """The number the customer pays to: VA number, Permata VA, Mandiri bill key, store code."""
+    vas = status.get("va_numbers")
+    if isinstance(vas, list) and vas and isinstance(vas[0], dict) and vas[0].get("va_number"):
+        return str(vas[0]["va_number"])
+    for name in ("permata_va_number", "payment_code"):
+        if status.get(name):
+            return str(status[name])
+    if status.get("bill_key"):
+        biller = status.get("biller_code")
+        return f"{biller}/{status['bill_key']}" if biller else str(status["bill_key"])
+    return ""
+
+
+def dedup_key_of(*, source: str, payload: dict) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return f"{source}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+
+
+# --- Recording events -------------------------------------------------------------------------
+
+
+def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
+    """Store a verified notification once (unique dedup key); the stored row is returned.
+
+    INSERT ... ON CONFLICT DO NOTHING, so 50 identical notifications arriving together
+    store one row and none of them fails.
+    """
+    dedup_key = dedup_key_of(source=source, payload=payload)
+    PaymentEvent.objects.bulk_create(
+        [
+            PaymentEvent(
+                midtrans_order_id=str(payload.get("order_id", ""))[:50],
+                source=source,
+                dedup_key=dedup_key,
+                transaction_status=str(payload.get("transaction_status", ""))[:32],
+                status_code=str(payload.get("status_code", ""))[:8],
+                gross_amount=str(payload.get("gross_amount", ""))[:32],
+                payload=payload,
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    return PaymentEvent.objects.get(dedup_key=dedup_key)
+
+
+def event_failure_record(*, event_id: int, error: str) -> None:
+    """Keep why processing failed (with the traceback), in its own transaction."""
+    with transaction.atomic():
+        event = PaymentEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.result in FINAL_EVENT_RESULTS:
+            return
+        event.result = EventResult.FAILED
+        event.error = error[-10000:]
+        event.processing_attempts += 1
+        event.save(update_fields=["result", "error", "processing_attempts"])
+
+
+def event_defer(*, event_id: int, reason: str) -> None:
+    """Leave an event unprocessed (the sweep retries it) and say why."""
+    with transaction.atomic():
+        event = PaymentEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.result in FINAL_EVENT_RESULTS:
+            return
+        event.result = EventResult.RECEIVED if event.result != EventResult.ORPHAN else event.result
+        event.error = reason[-10000:]
+        event.processing_attempts += 1
+        event.save(update_fields=["result", "error", "processing_attempts"])
+
+
+# --- Applying a status ------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyOutcome:
+    result: str  # an EventResult value, or "unconfirmed" (Midtrans does not know it yet)
+    midtrans_order_id: str
+    event_id: int | None = None
+    order_id: str | None = None
+    attempt_from: str | None = None
+    attempt_to: str | None = None
+    order_from: str | None = None
+    order_to: str | None = None
+    alerts: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return (self.attempt_from != self.attempt_to) or (self.order_from != self.order_to)
+
+    def describe(self) -> str:
+        parts = [f"{self.midtrans_order_id}: {self.result}"]
+        if self.attempt_from != self.attempt_to:
+            parts.append(f"attempt {self.attempt_from} -> {self.attempt_to}")
+        if self.order_from != self.order_to:
+            parts.append(f"order {self.order_id} {self.order_from} -> {self.order_to}")
+        parts.extend(f"ALERT {alert}" for alert in self.alerts)
+        return "; ".join(parts)
+
+
+@dataclass
+class _Effects:
+    """What one status does, decided under the locks before anything is written."""
+
+    result: str
+    attempt_to: str | None = None
+    order_to: str | None = None
+    grant: bool = False
+    revoke: bool = False
+    paid_at_clear: bool = False
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (subject, body)
+    notices: list[str] = field(default_factory=list)
+    review: str = ""
+    note: str = ""
+    attempt_refunded: int | None = None  # Midtrans' cumulative refund total for the attempt
+    order_refunded: int | None = None
+
+
+def _notify(name: str, **kwargs) -> None:
+    getattr(notices, name)(**kwargs)
+
+
+def _amount_matches(*, attempt: PaymentAttempt, status: dict) -> tuple[bool, str]:
+    currency = status.get("currency")
+    if isinstance(currency, str) and currency and currency.upper() != "IDR":
+        return False, f"currency {currency!r}, expected IDR"
+    amount = charged_amount(status)
+    if amount is None:
+        return False, f"gross_amount {status.get('gross_amount')!r} is not an amount"
+    if amount != Decimal(attempt.amount):
+        return False, f"amount {amount} confirmed by Midtrans, attempt amount is {attempt.amount}"
+    return True, ""
+
+
+def _decide(*, order: Order, attempt: PaymentAttempt, status: dict, others: list[str]) -> _Effects:
+    """The effects of `status` on a locked order and attempt. Pure: writes nothing.
+
+    `others` are the statuses of the order's other attempts.
+    """
+    signal = status_signal(status)
+    now = timezone.now()
+    order_open = order.status in Order.OPEN_STATUSES
+    other_live = any(s in PaymentAttempt.LIVE_STATUSES for s in others)
+    other_holds_money = any(s in MONEY_HOLDING_ATTEMPT_STATUSES for s in others)
+
+    if signal == Signal.NONE:
+        return _Effects(result=EventResult.STALE, note="Midtrans reports no transaction state to apply")
+
+    target = {
+        Signal.PENDING: _A.PENDING,
+        Signal.CHALLENGE: _A.CHALLENGE,
+        Signal.SUCCESS: _A.PAID,
+        Signal.FAILURE: _A.REVERSED if attempt.status in MONEY_HOLDING_ATTEMPT_STATUSES else _A.FAILED,
+        Signal.EXPIRE: _A.EXPIRED,
+        Signal.PARTIAL_REFUND: _A.PARTIALLY_REFUNDED,
+        Signal.REFUND: _A.REFUNDED,
+        Signal.CHARGEBACK: _A.CHARGEBACK,
+    }[signal]
+
+    refunded = None
+    if signal in (Signal.PARTIAL_REFUND, Signal.REFUND):
+        refunded = refund_total(status)
+        if signal == Signal.REFUND or (refunded is not None and refunded >= attempt.amount):
+            target, refunded = _A.REFUNDED, attempt.amount
+        refunded = max(attempt.refunded_amount, min(refunded or 0, attempt.amount))
+
+    if target == attempt.status:
+        if target == _A.PARTIALLY_REFUNDED and refunded > attempt.refunded_amount:
+            pass  # another partial refund: the amounts move on, the status stays
+        else:
+            return _Effects(result=EventResult.DUPLICATE)
+    elif not attempt_transition_allowed(old=attempt.status, new=target):
+        return _Effects(
+            result=EventResult.STALE,
+            note=f"{attempt.status} -> {target} would move backwards; ignored",
+        )
+
+    if target in (_A.PENDING, _A.CHALLENGE, _A.PAID):
+        matches, why = _amount_matches(attempt=attempt, status=status)
+        if not matches:
+            return _Effects(
+                result=EventResult.MISMATCH,
+                review=f"Amount mismatch on {attempt.midtrans_order_id}: {why}. Not marked paid.",
+                alerts=[
+                    (
+                        f"Amount mismatch on order {order.pk}",
+                        f"Midtrans transaction {attempt.midtrans_order_id} ({status.get('transaction_status')}): "
+                        f"{why}. The order was NOT marked paid; check the Midtrans dashboard.",
+                    )
+                ],
+            )
+
+    fx = _Effects(result=EventResult.APPLIED, attempt_to=target, attempt_refunded=refunded)
+    if target == _A.PENDING:
+        if order.status == _O.CREATED:
+            fx.order_to = _O.PENDING_PAYMENT
+    elif target == _A.CHALLENGE:
+        if order.status == _O.CREATED:
+            fx.order_to = _O.PENDING_PAYMENT
+        fx.review = f"Payment {attempt.midtrans_order_id} is held by Midtrans' fraud check (challenge)."
+        fx.alerts.append(
+            (
+                f"Payment held by fraud check on order {order.pk}",
+                f"Midtrans transaction {attempt.midtrans_order_id} is in 'challenge': approve or deny it in "
+                "the Midtrans dashboard. The order is not paid until then.",
+            )
+        )
+    elif target == _A.PAID:
+        if order.status in (_O.CREATED, _O.PENDING_PAYMENT):
+            fx.order_to, fx.grant = _O.PAID, True
+            fx.notices.append("notice_paid")
+        elif order.status in (_O.EXPIRED, _O.FAILED, _O.CANCELLED):
+            fx.order_to, fx.grant = _O.PAID, True
+            fx.notices.append("notice_paid")
+            fx.review = f"Late payment: {attempt.midtrans_order_id} settled after the order was {order.status}."
+            fx.alerts.append(
+                (
+                    f"Late payment on order {order.pk}",
+                    f"Midtrans transaction {attempt.midtrans_order_id} was paid after the order became "
+                    f"{order.status}. Access was granted; check seats and follow up if needed.",
+                )
+            )
+        else:
+            fx.review = (
+                f"Double payment: {attempt.midtrans_order_id} was paid although order {order.pk} "
+                f"is already {order.status}. Refund one of them."
+            )
+            fx.alerts.append(
+                (
+                    f"Double payment on order {order.pk}",
+                    f"Midtrans transaction {attempt.midtrans_order_id} was paid ({attempt.amount} IDR) "
+                    f"although the order is already {order.status}. Someone must refund it.",
+                )
+            )
+    elif target == _A.FAILED:
+        # The customer may pay again (a new attempt) while the order has time left.
+        if order_open and not other_live and order.expires_at <= now:
+            fx.order_to = _O.FAILED
+    elif target == _A.EXPIRED:
+        if order_open and not other_live:
+            fx.order_to = _O.EXPIRED
+            fx.notices.append("notice_expired")
+    elif target == _A.REVERSED:
+        fx.alerts.append(
+            (
+                f"Payment reversed on order {order.pk}",
+                f"Midtrans reported '{status.get('transaction_status')}' after settlement for "
+                f"{attempt.midtrans_order_id} (a bank reversal): the money did not arrive.",
+            )
+        )
+        fx.review = f"Bank reversal of {attempt.midtrans_order_id}."
+        if order.status in PAID_ORDER_STATUSES and not other_holds_money:
+            fx.order_to, fx.revoke, fx.paid_at_clear = _O.FAILED, True, True
+    elif target in (_A.PARTIALLY_REFUNDED, _A.REFUNDED, _A.CHARGEBACK):
+        if refunded is not None and not other_holds_money and order.status in PAID_ORDER_STATUSES:
+            fx.order_refunded = min(order.amount, refunded)
+        if other_holds_money:
+            # The refund of a double payment: the order stays paid by the other attempt.
+            fx.note = "refund/chargeback of an attempt that did not pay the order"
+        elif target == _A.CHARGEBACK:
+            if order.status in PAID_ORDER_STATUSES:
+                fx.order_to, fx.revoke = _O.CHARGEBACK, True
+            fx.review = f"Chargeback on {attempt.midtrans_order_id}."
+            fx.alerts.append(
+                (
+                    f"Chargeback on order {order.pk}",
+                    f"Midtrans reported a chargeback for {attempt.midtrans_order_id}. Access was revoked.",
+                )
+            )
+        elif target == _A.REFUNDED:
+            if order.status in PAID_ORDER_STATUSES:
+                fx.order_to, fx.revoke = _O.REFUNDED, True
+                fx.notices.append("notice_refunded")
+        else:
+            if order.status == _O.PAID:
+                fx.order_to = _O.PARTIALLY_REFUNDED
+                fx.notices.append("notice_refunded")
+            fx.revoke = bool(settings.PARTIAL_REFUND_REVOKES_ACCESS) and order.status in PAID_ORDER_STATUSES
+    return fx
+
+
+def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
+    """Copy Midtrans' facts about the transaction onto the attempt. True if the VA changed."""
+    attempt.transaction_status = _text(status, "transaction_status")[:32] or attempt.transaction_status
+    for name, limit in (("transaction_id", 64), ("payment_type", 32), ("fraud_status", 16)):
+        value = status.get(name)
+        if isinstance(value, str) and value:
+            setattr(attempt, name, value[:limit])
+    code = payment_code_of(status)[:64]
+    if code and code != attempt.va_number:
+        attempt.va_number = code
+        return True
+    return False
+
+
+def _event_locked(
+    *, event_id: int | None, source: str, status: dict, midtrans_order_id: str
+) -> tuple[PaymentEvent, bool]:
+    """The event row to record this application in, locked. (event, already_processed)."""
+    if event_id is not None:
+        event = PaymentEvent.objects.select_for_update().get(pk=event_id)
+        return event, event.result in FINAL_EVENT_RESULTS
+    dedup_key = dedup_key_of(source=source, payload=status)
+    inserted = PaymentEvent.objects.bulk_create(
+        [
+            PaymentEvent(
+                midtrans_order_id=midtrans_order_id[:50],
+                source=source,
+                dedup_key=dedup_key,
+                transaction_status=str(status.get("transaction_status", ""))[:32],
+                status_code=str(status.get("status_code", ""))[:8],
+                gross_amount=str(status.get("gross_amount", ""))[:32],
+                payload=status,
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    del inserted  # pk is not returned on ignore_conflicts; read the row back
+    event = PaymentEvent.objects.select_for_update().get(dedup_key=dedup_key)
+    return event, event.result in FINAL_EVENT_RESULTS
+
+
+def payment_status_apply(
+    *,
+    midtrans_order_id: str,
+    status: dict,
+    source: str,
+    actor: str,
+    event_id: int | None = None,
+    confirmed: bool = True,
+    dry_run: bool = False,
+) -> ApplyOutcome:
+    """Apply a Midtrans status body to the attempt `midtrans_order_id`, once, in one transaction.
+
+    `event_id`: the already recorded event this status answers (webhook, replay); without
+    it an event is recorded here (reconcile, admin). `confirmed`: `status` came from the
+    status API (stored as the event's confirmed payload). `dry_run`: decide, then roll back.
+    """
+    with transaction.atomic():
+        ref = PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list("pk", "order_id").first()
+        if ref is None:
+            return _orphan_record(
+                midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
+            )
+        attempt_pk, order_pk = ref
+        # The project's lock order: the order row, then the attempt row.
+        order = Order.objects.select_for_update().get(pk=order_pk)
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_pk)
+        event, processed = _event_locked(
+            event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
+        )
+        outcome = ApplyOutcome(
+            result=EventResult.DUPLICATE,
+            midtrans_order_id=midtrans_order_id,
+            event_id=event.pk,
+            order_id=order.pk,
+            attempt_from=attempt.status,
+            attempt_to=attempt.status,
+            order_from=order.status,
+            order_to=order.status,
+            dry_run=dry_run,
+        )
+        if processed:
+            # Someone (a concurrent duplicate) applied this very event while we waited.
+            return outcome
+
+        others = list(order.attempts.exclude(pk=attempt.pk).values_list("status", flat=True))
+        fx = _decide(order=order, attempt=attempt, status=status, others=others)
+        now = timezone.now()
+        reason = f"{source}: Midtrans {status.get('transaction_status', '?')}"
+
+        order_fields: set[str] = set()
+        attempt_fields: set[str] = set()
+        va_changed = False
+        if fx.result in (EventResult.APPLIED, EventResult.DUPLICATE):
+            va_changed = _attempt_fields_update(attempt=attempt, status=status)
+            attempt_fields |= {"transaction_status", "transaction_id", "payment_type", "fraud_status", "va_number"}
+        if fx.attempt_to and fx.attempt_to != attempt.status:
+            attempt_status_set(attempt=attempt, new=fx.attempt_to, actor=actor, reason=reason, event_id=event.pk)
+            attempt_fields.add("status")
+        if fx.attempt_refunded is not None and fx.attempt_refunded != attempt.refunded_amount:
+            audit_record(
+                actor=actor,
+                action="attempt_refund_recorded",
+                obj=attempt,
+                old_value={"refunded_amount": attempt.refunded_amount},
+                new_value={"refunded_amount": fx.attempt_refunded, "event_id": event.pk, "order_id": order.pk},
+            )
+            attempt.refunded_amount = fx.attempt_refunded
+            attempt_fields.add("refunded_amount")
+        if fx.order_refunded is not None and fx.order_refunded != order.refunded_amount:
+            order.refunded_amount = fx.order_refunded
+            order_fields.add("refunded_amount")
+        if fx.order_to and fx.order_to != order.status:
+            order_status_set(order=order, new=fx.order_to, actor=actor, reason=reason, event_id=event.pk)
+            order_fields.add("status")
+            if fx.order_to == _O.PAID:
+                order.paid_at = now
+                order_fields.add("paid_at")
+        if fx.paid_at_clear and order.paid_at is not None:
+            order.paid_at = None
+            order_fields.add("paid_at")
+        if fx.review:
+            order.needs_review = True
+            order.review_reason = (f"{order.review_reason}\n" if order.review_reason else "") + fx.review
+            order_fields |= {"needs_review", "review_reason"}
+            audit_record(
+                actor=actor,
+                action="order_flagged",
+                obj=order,
+                new_value={"reason": fx.review, "event_id": event.pk},
+            )
+        if attempt_fields:
+            attempt.save(update_fields=sorted(attempt_fields | {"updated_at"}))
+        if order_fields:
+            order.save(update_fields=sorted(order_fields | {"updated_at"}))
+
+        course_code = order.package.course_code if (fx.grant or fx.revoke) else ""
+        if fx.grant:
+            entitlement = entitlement_grant(
+                email=order.customer_email,
+                course_code=course_code,
+                order_id=order.pk,
+                reason=f"paid via {attempt.midtrans_order_id}",
+            )
+            audit_record(
+                actor=actor,
+                action="entitlement_granted",
+                obj=entitlement,
+                new_value={"order_id": order.pk, "course": course_code, "event_id": event.pk},
+            )
+        if fx.revoke:
+            entitlement = entitlement_revoke(order_id=order.pk, reason=f"{reason} on {attempt.midtrans_order_id}")
+            if entitlement is not None:
+                audit_record(
+                    actor=actor,
+                    action="entitlement_revoked",
+                    obj=entitlement,
+                    new_value={"order_id": order.pk, "reason": reason, "event_id": event.pk},
+                )
+
+        for name in fx.notices:
+            _notify(name, order=order)
+        if va_changed and attempt.status == _A.PENDING and order.status in Order.OPEN_STATUSES:
+            _notify("notice_payment_instructions", order=order, attempt=attempt)
+        for subject, body in fx.alerts:
+            _notify("notice_alert", order_id=order.pk, subject=subject, body=body)
+
+        event.attempt = attempt
+        event.result = fx.result
+        event.error = fx.note
+        if confirmed:
+            event.confirmed_payload = status
+        event.processed_at = now
+        event.processing_attempts += 1
+        event.save(
+            update_fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
+        )
+
+        outcome.result = fx.result
+        outcome.attempt_to = attempt.status
+        outcome.order_to = order.status
+        outcome.alerts = [subject for subject, _ in fx.alerts]
+        log = logger.warning if fx.alerts else logger.info
+        log(
+            "payment_status_applied",
+            extra={
+                "order_id": order.pk,
+                "midtrans_order_id": midtrans_order_id,
+                "event_id": event.pk,
+                "source": source,
+                "actor": actor,
+                "transaction_status": status.get("transaction_status"),
+                "result": fx.result,
+                "attempt_from": outcome.attempt_from,
+                "attempt_to": outcome.attempt_to,
+                "order_from": outcome.order_from,
+                "order_to": outcome.order_to,
+                "alerts": "; ".join(outcome.alerts),
+                "dry_run": dry_run,
+            },
+        )
+        if dry_run:
+            transaction.set_rollback(True)
+        return outcome
+
+
+def _orphan_record(
+    *, midtrans_order_id: str, status: dict, source: str, event_id: int | None, dry_run: bool
+) -> ApplyOutcome:
+    """A validly signed status for a Midtrans id we do not know: keep it, match it later."""
+    event, processed = _event_locked(
+        event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
+    )
+    if not processed and event.result != EventResult.ORPHAN:
+        event.result = EventResult.ORPHAN
+        event.processing_attempts += 1
+        event.error = "no payment attempt with this Midtrans order id (yet)"
+        event.save(update_fields=["result", "processing_attempts", "error"])
+        logger.warning(
+            "payment_event_orphan",
+            extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "source": source},
+        )
+    if dry_run:
+        transaction.set_rollback(True)
+    return ApplyOutcome(
+        result=EventResult.ORPHAN, midtrans_order_id=midtrans_order_id, event_id=event.pk, dry_run=dry_run
+    )
+
+
+# --- Processing a recorded event (webhook, replay, sweep) ---------------------------------------
+
+
+class EventDeferred(Exception):
+    """The event could not be processed now (status API unreachable); it stays recorded."""
+
+
+class EventProcessingFailed(Exception):
+    """Processing raised; the transaction was rolled back and the failure recorded."""
+
+
+def status_confirm(*, midtrans_order_id: str) -> dict:
+    """The status API's word on a transaction, answered within the webhook's patience.
+
+    The client retries a status read; the per-try timeout is chosen so that all tries
+    together stay inside WEBHOOK_STATUS_BUDGET seconds (Midtrans waits ~15 s, we aim < 5 s).
+    """
+    tries = 1 + max(0, int(settings.MIDTRANS_STATUS_RETRIES))
+    timeout = min(float(settings.MIDTRANS_STATUS_TIMEOUT), float(settings.WEBHOOK_STATUS_BUDGET) / tries)
+    return midtrans.transaction_status(midtrans_order_id=midtrans_order_id, timeout=timeout)
+
+
+def event_process(*, event_id: int, actor: str, force: bool = False) -> ApplyOutcome:
+    """Apply a recorded event: confirm with the status API (when configured), then apply.
+
+    Raises EventDeferred when Midtrans cannot be asked now and EventProcessingFailed when
+    applying raised (the event then says FAILED, with the traceback).
+    """
+    event = PaymentEvent.objects.get(pk=event_id)
+    midtrans_order_id = event.midtrans_order_id
+    if event.result in FINAL_EVENT_RESULTS and not force:
+        return ApplyOutcome(result=EventResult.DUPLICATE, midtrans_order_id=midtrans_order_id, event_id=event.pk)
+    known = PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).exists()
+    if not known and event.result == EventResult.ORPHAN:
+        return ApplyOutcome(result=EventResult.ORPHAN, midtrans_order_id=midtrans_order_id, event_id=event.pk)
+
+    confirm = bool(settings.MIDTRANS_CONFIRM_WITH_STATUS_API) and known
+    status = event.payload
+    if confirm:
+        try:
+            status = status_confirm(midtrans_order_id=midtrans_order_id)
+        except midtrans.MidtransError as exc:
+            event_defer(event_id=event.pk, reason=f"status API: {type(exc).__name__}: {exc}")
+            logger.warning(
+                "payment_event_deferred",
+                extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "reason": type(exc).__name__},
+            )
+            raise EventDeferred(str(exc)) from exc
+        if status_signal(status) == Signal.NONE:
+            # A signed notification, but the status API does not know the transaction (yet):
+            # keep the event unprocessed; the sweep asks again.
+            event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
+            return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
+        if str(status.get("order_id", midtrans_order_id)) != midtrans_order_id:
+            event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
+            raise EventDeferred("status API answered for another order id")
+
+    try:
+        if force and event.result in FINAL_EVENT_RESULTS:
+            # A forced replay of a processed event: apply its status as a fresh event of the
+            # same source so the original row keeps its history.
+            return payment_status_apply(
+                midtrans_order_id=midtrans_order_id, status=status, source=event.source, actor=actor, confirmed=confirm
+            )
+        return payment_status_apply(
+            midtrans_order_id=midtrans_order_id,
+            status=status,
+            source=event.source,
+            actor=actor,
+            event_id=event.pk,
+            confirmed=confirm,
+        )
+    except Exception as exc:
+        event_failure_record(event_id=event.pk, error=traceback.format_exc())
+        logger.exception(
+            "payment_event_failed",
+            extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "error": type(exc).__name__},
+        )
+        raise EventProcessingFailed(str(exc)) from exc
+
+
+def notification_receive(*, payload: dict) -> ApplyOutcome:
+    """A verified Midtrans HTTP notification: record it, confirm it, apply it."""
+    event = event_record(payload=payload, source=EventSource.WEBHOOK)
+    return event_process(event_id=event.pk, actor="webhook")
