@@ -8,6 +8,7 @@ the start-up checks in `buatfilm/checks.py`, with the variable's name and the fi
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -184,6 +185,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BEAT_SCHEDULE: dict = {}
+# Notification delivery has its own queue, so a backlog of other work never delays it
+# (workers: `celery -A buatfilm worker -Q celery,notifications`).
+CELERY_TASK_ROUTES = {"notifications.*": {"queue": "notifications"}}
 
 # --- Midtrans ---------------------------------------------------------------------
 
@@ -300,6 +304,14 @@ NOTIFICATION_SWEEP_BATCH = _read(env.int, "NOTIFICATION_SWEEP_BATCH", default=20
 NOTIFICATION_BACKLOG_ALERT_SECONDS = _read(env.int, "NOTIFICATION_BACKLOG_ALERT_SECONDS", default=600)
 # Sent messages (and their attempts) are deleted after this many days.
 NOTIFICATION_RETENTION_DAYS = _read(env.int, "NOTIFICATION_RETENTION_DAYS", default=90)
+CELERY_BEAT_SCHEDULE["notifications-sweep"] = {
+    "task": "notifications.sweep",
+    "schedule": NOTIFICATION_SWEEP_INTERVAL,
+}
+CELERY_BEAT_SCHEDULE["notifications-purge"] = {
+    "task": "notifications.purge",
+    "schedule": crontab(hour=3, minute=17),  # daily, at a quiet hour (CELERY_TIMEZONE)
+}
 
 # --- Internationalisation -------------------------------------------------------------------
 

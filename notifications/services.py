@@ -14,16 +14,27 @@ This app knows nothing of orders: callers pass rendered content, a dedupe key an
 an opaque reference (an order id) that every log line carries.
 """
 
+import hashlib
 import logging
+import os
+import random
 import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
 
-from notifications.models import Notification
+from notifications.backends import PermanentError, TransientError, channel_send
+from notifications.models import Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -124,21 +135,426 @@ def notification_enqueue(
     return notification
 
 
-def notification_kick(*, notification_id: int, reference: str = "", countdown: float | None = None) -> bool:
+# After a failed publish, this process skips kicks for a few seconds: with Redis hanging
+# (not refusing) each publish costs a socket timeout, and a request must not pay it twice.
+KICK_SKIP_AFTER_FAILURE_SECONDS = 5.0
+_kick_skip_until = 0.0
+
+
+def notification_kick(
+    *, notification_id: int, reference: str = "", countdown: float | None = None, force: bool = False
+) -> bool:
     """Ask a worker to deliver one message. Never raises: the row is the source of truth.
 
     With Redis down the publish fails fast (the broker transport has max_retries 0 and
     short socket timeouts) and the beat sweep re-kicks the row later. Without REDIS_URL
     Celery runs the task right here (eager mode); this is only ever called after a commit.
     """
+    global _kick_skip_until
+    extra = {"notification_id": notification_id, "order_id": reference}
+    if not force and time.monotonic() < _kick_skip_until:
+        logger.info("notification_kick_skipped", extra=extra | {"reason": "broker failed moments ago"})
+        return False
     try:
         from notifications.tasks import notification_deliver_task
 
         notification_deliver_task.apply_async(args=[notification_id], countdown=countdown)
     except Exception as exc:  # any broker failure: log it, the sweep catches up
-        logger.warning(
-            "notification_kick_failed",
-            extra={"notification_id": notification_id, "order_id": reference, "error": f"{type(exc).__name__}: {exc}"},
-        )
+        _kick_skip_until = time.monotonic() + KICK_SKIP_AFTER_FAILURE_SECONDS
+        logger.warning("notification_kick_failed", extra=extra | {"error": f"{type(exc).__name__}: {exc}"})
         return False
+    _kick_skip_until = 0.0
     return True
+
+
+# --- Delivery -----------------------------------------------------------------------------
+
+# A provider's Retry-After is honoured up to this long; beyond it the schedule decides.
+RETRY_AFTER_MAX_SECONDS = 24 * 3600
+# Retries due sooner than this also get a Celery countdown kick; later ones wait for the
+# sweep, since Redis redelivers countdowns that outlive its visibility timeout.
+KICK_COUNTDOWN_MAX_SECONDS = 300
+
+# Allowed status changes. The claim and the finish encode theirs in the WHERE clause of
+# one conditional UPDATE; operator actions lock the row and check this table.
+TRANSITIONS: dict[str, set[str]] = {
+    Notification.Status.PENDING: {Notification.Status.SENDING},
+    Notification.Status.SENDING: {
+        Notification.Status.SENT,
+        Notification.Status.PENDING,
+        Notification.Status.DEAD,
+        Notification.Status.SENDING,  # re-claimed after the lease expired
+    },
+    Notification.Status.DEAD: {Notification.Status.PENDING},
+    Notification.Status.SENT: set(),
+}
+
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    notification: Notification
+    lease_token: uuid.UUID
+    attempt_number: int
+
+
+def _log_extra(notification: Notification, **more) -> dict:
+    return {
+        "notification_id": notification.pk,
+        "order_id": notification.reference,
+        "channel": notification.channel,
+        "template": notification.template,
+        **more,
+    }
+
+
+def notification_claim(*, notification_id: int) -> Claim | None:
+    """Take one message for sending with ONE conditional UPDATE, committed at once.
+
+    Claimable: a pending row that is due, or a sending row whose lease expired (its
+    worker died). A duplicate Celery delivery, or a row another worker holds, matches
+    nothing and gets None. No row lock outlives this statement, so the provider call
+    that follows holds none.
+    """
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimable = Q(status=Notification.Status.PENDING, next_attempt_at__lte=now) | Q(
+        status=Notification.Status.SENDING, lease_expires_at__lt=now
+    )
+    with transaction.atomic():
+        claimed = Notification.objects.filter(claimable, pk=notification_id, attempts__lt=F("max_attempts")).update(
+            status=Notification.Status.SENDING,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=settings.NOTIFICATION_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    if not claimed:
+        return None
+    notification = Notification.objects.get(pk=notification_id)
+    if notification.lease_token != token:  # only if the lease expired in between
+        return None
+    return Claim(notification=notification, lease_token=token, attempt_number=notification.attempts)
+
+
+def retry_delay_compute(*, attempts: int, retry_after: float | None = None) -> float:
+    """Seconds until the next try after `attempts` tries: the schedule with jitter, or longer
+    if the provider asked for it."""
+    schedule = settings.NOTIFICATION_RETRY_SCHEDULE or [30]
+    base = float(schedule[min(max(attempts, 1), len(schedule)) - 1])
+    jitter = settings.NOTIFICATION_RETRY_JITTER
+    delay = base * random.uniform(1 - jitter, 1 + jitter)
+    if retry_after:
+        delay = max(delay, min(float(retry_after), RETRY_AFTER_MAX_SECONDS))
+    return delay
+
+
+def notification_send(*, notification_id: int) -> str | None:
+    """Claim, call the provider with no lock held, record the outcome. Safe to run twice.
+
+    Returns the outcome ("sent", "retry", "dead") or None when there was nothing to claim.
+    """
+    claim = notification_claim(notification_id=notification_id)
+    if claim is None:
+        logger.debug("notification_nothing_to_claim", extra={"notification_id": notification_id})
+        return None
+    notification = claim.notification
+    started_at = timezone.now()
+    provider_message_id, error, retry_after = "", "", None
+    try:
+        provider_message_id = channel_send(notification=notification)
+        outcome = NotificationAttempt.Outcome.SENT
+    except TransientError as exc:
+        outcome, error, retry_after = NotificationAttempt.Outcome.TRANSIENT, str(exc), exc.retry_after
+    except PermanentError as exc:
+        outcome, error = NotificationAttempt.Outcome.PERMANENT, str(exc)
+    except Exception as exc:  # a bug or a time limit: keep the message, retry it, and say why
+        logger.exception("notification_backend_crashed", extra=_log_extra(notification))
+        outcome, error = NotificationAttempt.Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}"
+    return _notification_finish(
+        claim=claim,
+        outcome=outcome,
+        error=error[:2000],
+        provider_message_id=str(provider_message_id or "")[:255],
+        retry_after=retry_after,
+        started_at=started_at,
+    )
+
+
+def _notification_finish(
+    *, claim: Claim, outcome: str, error: str, provider_message_id: str, retry_after: float | None, started_at
+) -> str:
+    notification = claim.notification
+    now = timezone.now()
+    values: dict = {"updated_at": now, "lease_token": None, "lease_expires_at": None}
+    delay = None
+    if outcome == NotificationAttempt.Outcome.SENT:
+        result = "sent"
+        values |= {
+            "status": Notification.Status.SENT,
+            "sent_at": now,
+            "provider_message_id": provider_message_id,
+            "last_error": "",
+        }
+    elif outcome == NotificationAttempt.Outcome.TRANSIENT and claim.attempt_number < notification.max_attempts:
+        result = "retry"
+        delay = retry_delay_compute(attempts=claim.attempt_number, retry_after=retry_after)
+        values |= {
+            "status": Notification.Status.PENDING,
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "last_error": error,
+        }
+    else:
+        result = "dead"
+        if outcome == NotificationAttempt.Outcome.TRANSIENT:
+            error = f"attempts exhausted ({claim.attempt_number}); last error: {error}"
+        values |= {"status": Notification.Status.DEAD, "last_error": error}
+
+    with transaction.atomic():
+        # Only while the lease is still ours: a worker that lost it must not overwrite
+        # what the worker that re-claimed the message recorded.
+        updated = Notification.objects.filter(
+            pk=notification.pk, status=Notification.Status.SENDING, lease_token=claim.lease_token
+        ).update(**values)
+        # The try happened whatever the row says now, so it is always recorded.
+        NotificationAttempt.objects.create(
+            notification_id=notification.pk,
+            number=claim.attempt_number,
+            lease_token=claim.lease_token,
+            outcome=outcome,
+            error=error,
+            provider_message_id=provider_message_id,
+            worker=WORKER_NAME,
+            started_at=started_at,
+            finished_at=now,
+        )
+    extra = _log_extra(notification, attempt=claim.attempt_number, outcome=outcome)
+    if not updated:
+        logger.warning("notification_lease_lost", extra=extra | {"error": error})
+        return result
+    if result == "sent":
+        logger.info("notification_sent", extra=extra | {"provider_message_id": provider_message_id})
+    elif result == "retry":
+        logger.warning("notification_retry_scheduled", extra=extra | {"error": error, "delay_seconds": round(delay, 1)})
+        if delay <= KICK_COUNTDOWN_MAX_SECONDS:
+            notification_kick(notification_id=notification.pk, reference=notification.reference, countdown=delay)
+    else:
+        logger.error("notification_dead", extra=extra | {"error": error})
+    return result
+
+
+# --- Sweep, alerts, retention -----------------------------------------------------------------
+
+
+def notification_sweep() -> dict:
+    """The beat job (every NOTIFICATION_SWEEP_INTERVAL): what makes broker outages and killed
+    workers lose nothing. Re-kicks due messages and expired leases, buries messages whose
+    last try died with its worker, and alerts the operators about backlog and dead letters."""
+    now = timezone.now()
+    # A worker died during the last allowed try: the provider may or may not have the
+    # message; retrying could exceed max_attempts, so it becomes a dead letter for a person.
+    buried = Notification.objects.filter(
+        status=Notification.Status.SENDING, lease_expires_at__lt=now, attempts__gte=F("max_attempts")
+    ).update(
+        status=Notification.Status.DEAD,
+        lease_token=None,
+        lease_expires_at=None,
+        last_error="the worker stopped during the last allowed try (lease expired)",
+        updated_at=now,
+    )
+    due = (
+        Notification.objects.filter(
+            Q(
+                status=Notification.Status.PENDING,
+                next_attempt_at__lte=now - timedelta(seconds=settings.NOTIFICATION_SWEEP_GRACE),
+            )
+            | Q(status=Notification.Status.SENDING, lease_expires_at__lt=now)
+        )
+        .order_by("next_attempt_at")
+        .values_list("pk", "reference")[: settings.NOTIFICATION_SWEEP_BATCH]
+    )
+    kicked = 0
+    for notification_id, reference in due:
+        if not notification_kick(notification_id=notification_id, reference=reference, force=True):
+            break  # the broker is down: the rest wait for the next sweep
+        kicked += 1
+    summary = {"kicked": kicked, "buried": buried, **_outbox_alerts_raise(now=now)}
+    logger.info("notification_sweep", extra=summary)
+    return summary
+
+
+def _alert_enqueue(*, subject: str, body: str, dedupe_key: str) -> int:
+    """Email the operators (ALERT_EMAILS) through the outbox itself. Returns how many were enqueued."""
+    if not settings.ALERT_EMAILS:
+        logger.error("outbox_alert_no_recipients", extra={"subject": subject})
+        return 0
+    from notifications.rendering import email_render
+
+    rendered = email_render(
+        template="outbox_alert",
+        context={"subject": subject, "body": body, "admin_url": f"{settings.PUBLIC_BASE_URL}/admin/notifications/"},
+    )
+    for recipient in settings.ALERT_EMAILS:
+        notification_enqueue(
+            channel=Notification.Channel.EMAIL,
+            template="outbox_alert",
+            recipient=recipient,
+            subject=rendered.subject[:255],
+            body_text=rendered.body_text,
+            body_html=rendered.body_html,
+            dedupe_key=f"{dedupe_key}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}",
+        )
+    return len(settings.ALERT_EMAILS)
+
+
+def _outbox_alerts_raise(*, now) -> dict:
+    result = {"oldest_pending_seconds": 0.0, "backlog_alert": False, "dead_alerted": 0}
+    oldest = (
+        Notification.objects.filter(status__in=[Notification.Status.PENDING, Notification.Status.SENDING])
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if oldest:
+        age = (now - oldest).total_seconds()
+        result["oldest_pending_seconds"] = round(age, 1)
+        if age > settings.NOTIFICATION_BACKLOG_ALERT_SECONDS:
+            result["backlog_alert"] = True
+            backlog = Notification.objects.filter(
+                status__in=[Notification.Status.PENDING, Notification.Status.SENDING]
+            ).count()
+            logger.error("outbox_backlog", extra={"oldest_pending_seconds": round(age), "backlog": backlog})
+            with transaction.atomic():
+                # At most one email per hour while the backlog lasts.
+                _alert_enqueue(
+                    subject="Pesan tertunda di antrean",
+                    body=(
+                        f"{backlog} pesan belum terkirim; yang tertua menunggu {round(age / 60)} menit.\n"
+                        "Periksa worker Celery, Redis dan penyedia email/WhatsApp."
+                    ),
+                    dedupe_key=f"outbox-alert:backlog:{timezone.localtime(now):%Y%m%d%H}",
+                )
+
+    with transaction.atomic():
+        dead = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(status=Notification.Status.DEAD, dead_alerted_at__isnull=True)
+            .order_by("pk")[:200]
+        )
+        if dead:
+            lines = [
+                f"#{n.pk} {n.channel} {n.template} -> {n.recipient} (pesanan {n.reference or '-'}): "
+                f"{n.last_error[:200]}"
+                for n in dead
+            ]
+            logger.error("outbox_dead_letters", extra={"notification_ids": [n.pk for n in dead]})
+            # An alert about an alert that died would only loop; the log line above is the alert.
+            if any(not n.template.endswith("_alert") for n in dead):
+                digest = hashlib.sha256(",".join(str(n.pk) for n in dead).encode()).hexdigest()[:16]
+                _alert_enqueue(
+                    subject=f"{len(dead)} pesan gagal terkirim (dead letter)",
+                    body="\n".join(lines) + "\n\nSetelah penyebabnya diperbaiki, kirim ulang dengan Requeue di admin "
+                    "atau `manage.py requeue_notifications --dead`.",
+                    dedupe_key=f"outbox-alert:dead:{digest}",
+                )
+            Notification.objects.filter(pk__in=[n.pk for n in dead]).update(dead_alerted_at=now)
+            result["dead_alerted"] = len(dead)
+    return result
+
+
+def notification_purge(*, batch_size: int = 1000) -> int:
+    """Delete sent messages (and their attempts) older than NOTIFICATION_RETENTION_DAYS."""
+    cutoff = timezone.now() - timedelta(days=settings.NOTIFICATION_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(
+            Notification.objects.filter(status=Notification.Status.SENT, sent_at__lt=cutoff).values_list(
+                "pk", flat=True
+            )[:batch_size]
+        )
+        if not ids:
+            break
+        with transaction.atomic():
+            NotificationAttempt.objects.filter(notification_id__in=ids).delete()
+            deleted += (
+                Notification.objects.filter(pk__in=ids, status=Notification.Status.SENT)
+                .delete()[1]
+                .get("notifications.Notification", 0)
+            )
+    logger.info("notification_purged", extra={"deleted": deleted, "cutoff": cutoff.isoformat()})
+    return deleted
+
+
+# --- Operator actions ---------------------------------------------------------------------------
+
+
+def _transition_check(notification: Notification, new_status: str) -> None:
+    if new_status not in TRANSITIONS[notification.status]:
+        raise NotificationInputError(
+            f"notification {notification.pk} is {notification.status}; it cannot become {new_status}"
+        )
+
+
+def notification_requeue(*, notification_id: int, actor: str) -> Notification:
+    """A dead letter back to pending with its attempts reset (the operator fixed the cause)."""
+    with transaction.atomic():
+        try:
+            notification = Notification.objects.select_for_update().get(pk=notification_id)
+        except Notification.DoesNotExist:
+            raise NotificationInputError(f"notification {notification_id} does not exist") from None
+        if notification.status != Notification.Status.DEAD:
+            raise NotificationInputError(
+                f"notification {notification_id} is {notification.status}; only dead letters can be requeued"
+            )
+        _transition_check(notification, Notification.Status.PENDING)
+        old = {"status": notification.status, "attempts": notification.attempts}
+        notification.status = Notification.Status.PENDING
+        notification.attempts = 0
+        notification.max_attempts = notification_max_attempts()
+        notification.next_attempt_at = timezone.now()
+        notification.lease_token = None
+        notification.lease_expires_at = None
+        notification.dead_alerted_at = None
+        notification.save()
+        # The audit trail: notifications must not import payments (whose audit table this
+        # would be), so the record is this structured log line plus, from the admin, Django's
+        # admin LogEntry on the row's history.
+        logger.info(
+            "notification_requeued",
+            extra=_log_extra(notification, actor=actor, old=old, new={"status": "pending", "attempts": 0}),
+        )
+        transaction.on_commit(
+            lambda: notification_kick(notification_id=notification.pk, reference=notification.reference)
+        )
+    return notification
+
+
+def notification_resend(*, notification_id: int, actor: str) -> Notification:
+    """A new message with the same rendered content (e.g. the customer lost the email)."""
+    with transaction.atomic():
+        try:
+            original = Notification.objects.get(pk=notification_id)
+        except Notification.DoesNotExist:
+            raise NotificationInputError(f"notification {notification_id} does not exist") from None
+        if original.status not in (Notification.Status.SENT, Notification.Status.DEAD):
+            raise NotificationInputError(
+                f"notification {notification_id} is {original.status} and will be sent anyway; resend only sent "
+                "or dead messages"
+            )
+        copy = Notification.objects.create(
+            channel=original.channel,
+            template=original.template,
+            recipient=original.recipient,
+            subject=original.subject,
+            body_text=original.body_text,
+            body_html=original.body_html,
+            template_params=original.template_params,
+            dedupe_key=f"resend:{original.pk}:{uuid.uuid4().hex}",
+            reference=original.reference,
+            max_attempts=notification_max_attempts(),
+            resent_from=original,
+        )
+        logger.info("notification_resent", extra=_log_extra(original, actor=actor, new_notification_id=copy.pk))
+        transaction.on_commit(lambda: notification_kick(notification_id=copy.pk, reference=copy.reference))
+    return copy
