@@ -203,6 +203,9 @@ class PaymentAttempt(models.Model):
     fraud_status = models.CharField(max_length=16, blank=True)
     refunded_amount = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # When the reconciliation sweep last asked Midtrans about it: the sweep goes through
+    # stale attempts oldest-checked first, so none starves behind the others.
+    status_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
