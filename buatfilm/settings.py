@@ -230,6 +230,14 @@ MIDTRANS_SIMULATOR_TIME_COMPRESSION = _read(env.float, "MIDTRANS_SIMULATOR_TIME_
 ORDER_PAYMENT_WINDOW_MINUTES = _read(env.int, "ORDER_PAYMENT_WINDOW_MINUTES", default=1440)
 CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="20/min")
 IDEMPOTENCY_RETENTION_HOURS = _read(env.int, "IDEMPOTENCY_RETENTION_HOURS", default=24)
+CELERY_BEAT_SCHEDULE["payments-idempotency-purge"] = {
+    "task": "payments.idempotency_purge",
+    "schedule": 3600,  # hourly; a record lives IDEMPOTENCY_RETENTION_HOURS (>= 24) plus at most an hour
+}
+# Reverse proxies in front of gunicorn that append to X-Forwarded-For: the customer's IP
+# (rate limit, order metadata) is read that many hops from the right. 0 = gunicorn faces
+# clients directly (X-Forwarded-For is then ignored: clients could write anything there).
+TRUSTED_PROXY_COUNT = _read(env.int, "TRUSTED_PROXY_COUNT", default=1)
 # Keep access on a partial refund (the design's default); set false to revoke.
 PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=False)
 

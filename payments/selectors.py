@@ -1,0 +1,83 @@
+"""Reads for checkout, the order API and the pages. Writes live in payments/services/."""
+
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from entitlements.models import Entitlement
+from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Package, PaymentAttempt
+
+# Orders that hold a seat once paid: a refund in full or a chargeback gives the seat back.
+SEAT_HOLDING_PAID_STATUSES = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED)
+
+# Attempts a customer can still pay with: a Snap token exists and Midtrans may still take money.
+PAYABLE_ATTEMPT_STATUSES = (AttemptStatus.OPEN, AttemptStatus.PENDING, AttemptStatus.CHALLENGE)
+
+
+def package_list_active() -> QuerySet[Package]:
+    return Package.objects.filter(is_active=True).order_by("price", "id")
+
+
+def package_get(*, package_id: str) -> Package | None:
+    return Package.objects.filter(id=package_id).first()
+
+
+def live_open_orders(*, now: datetime | None = None) -> QuerySet[Order]:
+    """Open orders still inside their payment window."""
+    now = now or timezone.now()
+    return Order.objects.filter(status__in=Order.OPEN_STATUSES, expires_at__gt=now)
+
+
+def package_seats_taken(*, package: Package, now: datetime | None = None) -> int:
+    """Paid orders plus live open orders: the seats no one else may buy right now."""
+    now = now or timezone.now()
+    return Order.objects.filter(
+        Q(status__in=SEAT_HOLDING_PAID_STATUSES) | Q(status__in=Order.OPEN_STATUSES, expires_at__gt=now),
+        package=package,
+    ).count()
+
+
+def package_is_available(*, package: Package, now: datetime | None = None) -> bool:
+    if not package.is_active:
+        return False
+    if package.capacity is None:
+        return True
+    return package_seats_taken(package=package, now=now) < package.capacity
+
+
+def order_open_for(*, email: str, package_id: str) -> Order | None:
+    """The (at most one, by constraint) open order of this email for this package, live or stale."""
+    return Order.objects.filter(customer_email=email, package_id=package_id, status__in=Order.OPEN_STATUSES).first()
+
+
+def order_get(*, order_id: str) -> Order | None:
+    return Order.objects.select_related("package").filter(id=order_id).first()
+
+
+def attempt_latest(*, order: Order) -> PaymentAttempt | None:
+    return PaymentAttempt.objects.filter(order=order).order_by("-number").first()
+
+
+def attempt_payable(*, order: Order) -> PaymentAttempt | None:
+    """The attempt whose Snap page the customer should use, while the order is payable."""
+    if order.status != OrderStatus.PENDING_PAYMENT:
+        return None
+    return (
+        PaymentAttempt.objects.filter(order=order, status__in=PAYABLE_ATTEMPT_STATUSES)
+        .exclude(snap_token="")
+        .order_by("-number")
+        .first()
+    )
+
+
+def entitlement_is_active(*, email: str, course_code: str) -> bool:
+    # Entitlements are read directly: payments -> entitlements is the allowed direction.
+    return Entitlement.objects.filter(email=email, course_code=course_code, status=Entitlement.Status.ACTIVE).exists()
+
+
+def discount_get(*, code: str) -> DiscountCode | None:
+    code = (code or "").strip().upper()
+    if not code:
+        return None
+    return DiscountCode.objects.select_related("package").filter(code=code).first()
