@@ -178,7 +178,11 @@ def test_send_email_records_one_sent_attempt():
     assert message.alternatives[0][0] == "<p>Terima kasih.</p>"
     assert message.extra_headers["X-Notification-Id"] == str(notification.pk)
     attempt = NotificationAttempt.objects.get(notification=notification)
-    assert (attempt.number, attempt.outcome, attempt.provider_message_id) == (1, "sent", notification.provider_message_id)
+    assert (attempt.number, attempt.outcome, attempt.provider_message_id) == (
+        1,
+        "sent",
+        notification.provider_message_id,
+    )
     # running the task again sends nothing
     assert notification_send(notification_id=notification.pk) is None
     assert len(mail.outbox) == 1
@@ -189,7 +193,9 @@ def test_send_whatsapp_through_the_configured_backend():
         channel="whatsapp", recipient="+6281234567890", subject="", dedupe_key="wa", template_params=["Budi"]
     )
     assert notification_send(notification_id=notification.pk) == "sent"
-    assert [(m.to, m.body, m.template_params) for m in locmem.outbox] == [("+6281234567890", "Terima kasih.", ("Budi",))]
+    assert [(m.to, m.body, m.template_params) for m in locmem.outbox] == [
+        ("+6281234567890", "Terima kasih.", ("Budi",))
+    ]
 
 
 def test_transient_error_schedules_the_next_try_in_the_database(monkeypatch, kicks):
@@ -230,7 +236,11 @@ def test_permanent_error_makes_a_dead_letter_after_one_try(monkeypatch):
     notification = _enqueue()
     assert notification_send(notification_id=notification.pk) == "dead"
     notification.refresh_from_db()
-    assert (notification.status, notification.attempts, notification.last_error) == ("dead", 1, "SMTP 550: no such user")
+    assert (notification.status, notification.attempts, notification.last_error) == (
+        "dead",
+        1,
+        "SMTP 550: no such user",
+    )
     assert list(notification.attempt_log.values_list("outcome", flat=True)) == ["permanent"]
 
 
