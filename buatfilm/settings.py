@@ -224,6 +224,9 @@ MIDTRANS_BREAKER_FAILURES = _read(env.int, "MIDTRANS_BREAKER_FAILURES", default=
 MIDTRANS_BREAKER_COOLDOWN = _read(env.float, "MIDTRANS_BREAKER_COOLDOWN", default=30.0)
 # The simulator's notification retry schedule (2, 10, 30, 90, 210 min) divided by this.
 MIDTRANS_SIMULATOR_TIME_COMPRESSION = _read(env.float, "MIDTRANS_SIMULATOR_TIME_COMPRESSION", default=1.0)
+# Simulator only: the server key the simulator accepts and signs with (empty = MIDTRANS_SERVER_KEY);
+# a different value plays "our key is not the one Midtrans has".
+MIDTRANS_SIMULATOR_SERVER_KEY = env.str("MIDTRANS_SIMULATOR_SERVER_KEY", default="").strip()
 
 # --- Orders and checkout -----------------------------------------------------------------
 

@@ -254,6 +254,11 @@ def _error_for(
     """Map an HTTP answer to a typed error, or None when it is a success (or data)."""
     ctx = {"operation": operation, "midtrans_order_id": midtrans_order_id, "http_status": http_status}
     if not isinstance(body, dict):
+        # These HTTP statuses mean the same with any body (a bare 404 page, a proxy's 401).
+        if http_status == 401:
+            return MidtransUnauthorized(f"Midtrans answered HTTP {http_status}", **ctx)
+        if http_status == 404:
+            return MidtransNotFound(f"Midtrans answered HTTP {http_status}", **ctx)
         return MidtransServerError(f"Midtrans answered HTTP {http_status} without a JSON object", **ctx)
     messages = _messages_of(body)
     body_code = str(body.get("status_code") or "")
@@ -313,6 +318,9 @@ def _request_once(
             headers={
                 "Accept": "application/json",
                 "Content-Type": "application/json",
+                # Each call uses a fresh connection (no shared session across threads), so say so:
+                # a lingering keep-alive socket would pin a server thread after the answer.
+                "Connection": "close",
                 "Authorization": _auth_header(),
             },
             timeout=timeout,
@@ -323,6 +331,8 @@ def _request_once(
             body = response.json()
         except ValueError:
             body = None
+        finally:
+            response.close()
         error = _error_for(
             operation=operation,
             midtrans_order_id=midtrans_order_id,

@@ -94,7 +94,12 @@ def _claim_next(*, only_ids: list[int] | None = None) -> SimNotification | None:
 def _post(body: bytes) -> tuple[str, int | None, str]:
     """POST like Midtrans; returns (final url, HTTP status or None, error text)."""
     url = settings.MIDTRANS_NOTIFICATION_URL  # read at send time
-    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": "Veritrans",
+        "Connection": "close",
+    }
     for _ in range(MAX_REDIRECTS + 1):
         try:
             response = requests.post(

@@ -102,10 +102,15 @@ def time_format(value: datetime | None) -> str:
     return value.astimezone(JAKARTA).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+def simulator_server_key() -> str:
+    """The merchant's key as "Midtrans" knows it: MIDTRANS_SIMULATOR_SERVER_KEY, else MIDTRANS_SERVER_KEY."""
+    return getattr(settings, "MIDTRANS_SIMULATOR_SERVER_KEY", "") or settings.MIDTRANS_SERVER_KEY
+
+
 def signature_for(*, order_id: str, status_code: str, gross_amount: str) -> str:
     # Written out here rather than imported from payments.midtrans: the simulator signs
     # like Midtrans does, independently of the verifier under test.
-    raw = order_id + status_code + gross_amount + settings.MIDTRANS_SERVER_KEY
+    raw = order_id + status_code + gross_amount + simulator_server_key()
     return hashlib.sha512(raw.encode("utf-8")).hexdigest()
 
 
@@ -130,8 +135,8 @@ def auth_valid(header: str) -> bool:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return False
-    expected = f"{settings.MIDTRANS_SERVER_KEY}:"
-    return bool(settings.MIDTRANS_SERVER_KEY) and hmac.compare_digest(decoded.encode(), expected.encode())
+    key = simulator_server_key()
+    return bool(key) and hmac.compare_digest(decoded.encode(), f"{key}:".encode())
 
 
 # --- Bodies -------------------------------------------------------------------------------------
@@ -375,30 +380,35 @@ def _locked(lookup: _Lookup) -> SimTransaction:
 
 def method_choose(*, method: str, token: str | None = None, order_id: str | None = None) -> SimTransaction:
     """The customer picks a method: the Core transaction now exists (pending) and a 201 notification goes out."""
-    if method not in METHODS:
-        raise SimStateError(f"Metode pembayaran tidak dikenal: {method}")
     with transaction.atomic():
         tx = _locked(_Lookup(token=token, order_id=order_id))
-        if tx.token_canceled_at:
-            raise SimStateError("Sesi pembayaran ini sudah dibatalkan.")
-        if tx.method_chosen:
-            raise SimStateError("Metode pembayaran sudah dipilih untuk transaksi ini.")
-        if method not in dict(methods_offered(tx)):
-            raise SimStateError("Metode pembayaran ini tidak tersedia untuk transaksi ini.")
-        spec = METHODS[method]
-        now = timezone.now()
-        tx.transaction_id = str(uuid.uuid4())
-        tx.payment_type = spec["payment_type"]
-        tx.bank = spec["bank"]
-        if spec["payment_type"] == "bank_transfer":
-            tx.va_number = "12345" + "".join(secrets.choice("0123456789") for _ in range(6))
-        tx.transaction_status = "pending"
-        tx.fraud_status = "accept"
-        tx.transaction_time = now
-        tx.expiry_time = _expiry_after_choice(tx, spec["payment_type"], now)
-        tx.save()
+        method_apply(tx, method=method)
         notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
     return tx
+
+
+def method_apply(tx: SimTransaction, *, method: str) -> None:
+    """Make a locked, still open transaction pending with `method` (no notification queued here)."""
+    if method not in METHODS:
+        raise SimStateError(f"Metode pembayaran tidak dikenal: {method}")
+    if tx.token_canceled_at:
+        raise SimStateError("Sesi pembayaran ini sudah dibatalkan.")
+    if tx.method_chosen:
+        raise SimStateError("Metode pembayaran sudah dipilih untuk transaksi ini.")
+    if method not in dict(methods_offered(tx)):
+        raise SimStateError("Metode pembayaran ini tidak tersedia untuk transaksi ini.")
+    spec = METHODS[method]
+    now = timezone.now()
+    tx.transaction_id = str(uuid.uuid4())
+    tx.payment_type = spec["payment_type"]
+    tx.bank = spec["bank"]
+    if spec["payment_type"] == "bank_transfer":
+        tx.va_number = "12345" + "".join(secrets.choice("0123456789") for _ in range(6))
+    tx.transaction_status = "pending"
+    tx.fraud_status = "accept"
+    tx.transaction_time = now
+    tx.expiry_time = _expiry_after_choice(tx, spec["payment_type"], now)
+    tx.save()
 
 
 def transition_apply(

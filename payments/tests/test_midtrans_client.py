@@ -1,15 +1,26 @@
 """The Midtrans client against the simulator over real HTTP (live_server)."""
 
 import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 
 from payments import midtrans
+from payments.simulator.models import SimApiCall, SimTransaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+ORDER = "BF-20260101-ABCDEFGH-1"
+KEY = "SB-Mid-server-TEST123"
 
-def _payload(order_id="BF-20260101-ABCDEFGH-1", amount=99000, **extra):
+
+def _payload(order_id=ORDER, amount=99000, **extra):
     return {
         "transaction_details": {"order_id": order_id, "gross_amount": amount},
         "item_details": [{"id": "kelas", "name": "Buat Film Pakai AI", "price": amount, "quantity": 1}],
@@ -19,31 +30,428 @@ def _payload(order_id="BF-20260101-ABCDEFGH-1", amount=99000, **extra):
     }
 
 
+def _sha512(*parts: str) -> str:
+    return hashlib.sha512("".join(parts).encode()).hexdigest()
+
+
+@pytest.fixture
+def sim(midtrans_sim_alone, settings):
+    settings.MIDTRANS_STATUS_RETRIES = 2
+    settings.MIDTRANS_BREAKER_FAILURES = 50  # tests about the breaker lower it
+    return midtrans_sim_alone
+
+
+# --- signatures -----------------------------------------------------------------------------------
+
+
 def test_signature_matches_reference_test_vector():
     expected = (
         "a3873b6d0fa5b7f7519b55b9ce7a3e7c88fa4f0247c29028bbff5aced17958bf"
         "152cbe71803bc32d809ca69a28bc84b88540ec226fb8a318fd303556c6367e89"
     )
-    got = midtrans.signature_compute(
-        order_id="ORDER-101", status_code="200", gross_amount="99000.00", server_key="SB-Mid-server-TEST123"
-    )
+    got = midtrans.signature_compute(order_id="ORDER-101", status_code="200", gross_amount="99000.00", server_key=KEY)
     assert got == expected
-
-
-def test_snap_create_then_status_404_until_method_chosen(midtrans_sim_alone):
-    snap = midtrans.snap_create(payload=_payload())
-    assert snap.token and snap.redirect_url.startswith(midtrans_sim_alone.base_url)
-
-    body = midtrans.transaction_status(midtrans_order_id="BF-20260101-ABCDEFGH-1")
-    assert body["status_code"] == "404"
-
-    midtrans_sim_alone.choose(snap.token, "bca_va")
-    body = midtrans.transaction_status(midtrans_order_id="BF-20260101-ABCDEFGH-1")
-    assert body["status_code"] == "201"
-    assert body["transaction_status"] == "pending"
-    assert body["gross_amount"] == "99000.00"
-    assert midtrans.signature_verify(payload=body)
-    assert (
-        hashlib.sha512(("BF-20260101-ABCDEFGH-1" + "201" + "99000.00" + "SB-Mid-server-TEST123").encode()).hexdigest()
-        == body["signature_key"]
+    assert midtrans.signature_verify(
+        payload={"order_id": "ORDER-101", "status_code": "200", "gross_amount": "99000.00", "signature_key": expected},
+        server_key=KEY,
     )
+
+
+def test_signature_uses_configured_key_by_default(settings):
+    settings.MIDTRANS_SERVER_KEY = KEY
+    sig = _sha512("X-1", "201", "5000.00", KEY)
+    assert midtrans.signature_compute(order_id="X-1", status_code="201", gross_amount="5000.00") == sig
+    assert midtrans.signature_verify(
+        payload={"order_id": "X-1", "status_code": "201", "gross_amount": "5000.00", "signature_key": sig}
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gross_amount": "99000.0"},  # re-rendered amount: not verbatim
+        {"gross_amount": "99001.00"},  # tampered amount
+        {"status_code": 200},  # int, not the received string
+        {"order_id": "ORDER-102"},
+        {"signature_key": "0" * 128},
+        {"signature_key": ""},
+        {"signature_key": None},
+        {"signature_key": "é" * 128},  # non-ASCII must not crash the constant-time compare
+    ],
+)
+def test_signature_verify_rejects_anything_not_signed_verbatim(change):
+    payload = {
+        "order_id": "ORDER-101",
+        "status_code": "200",
+        "gross_amount": "99000.00",
+        "signature_key": _sha512("ORDER-101", "200", "99000.00", KEY),
+    }
+    assert midtrans.signature_verify(payload=payload, server_key=KEY)
+    payload.update(change)
+    assert not midtrans.signature_verify(payload=payload, server_key=KEY)
+
+
+@pytest.mark.parametrize("missing", ["order_id", "status_code", "gross_amount", "signature_key"])
+def test_signature_verify_false_on_missing_field(missing):
+    payload = {
+        "order_id": "ORDER-101",
+        "status_code": "200",
+        "gross_amount": "99000.00",
+        "signature_key": _sha512("ORDER-101", "200", "99000.00", KEY),
+    }
+    del payload[missing]
+    assert midtrans.signature_verify(payload=payload, server_key=KEY) is False
+
+
+def test_signature_verify_false_for_wrong_key_and_non_dict():
+    sig = _sha512("ORDER-101", "200", "99000.00", KEY)
+    payload = {"order_id": "ORDER-101", "status_code": "200", "gross_amount": "99000.00", "signature_key": sig}
+    assert not midtrans.signature_verify(payload=payload, server_key="SB-Mid-server-OTHER")
+    assert not midtrans.signature_verify(payload=payload, server_key="")
+    assert not midtrans.signature_verify(payload=["not", "a", "dict"], server_key=KEY)
+
+
+# --- Snap create and status -------------------------------------------------------------------------
+
+
+def test_snap_create_then_status_is_404_data_until_a_method_is_chosen(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    assert snap.token
+    assert snap.redirect_url == f"{sim.base_url}/snap/v4/redirection/{snap.token}"
+
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert body["status_code"] == "404"
+    assert "transaction_status" not in body
+
+    sim.choose(snap.token, "bca_va")
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert (body["status_code"], body["transaction_status"], body["gross_amount"]) == ("201", "pending", "99000.00")
+    assert body["va_numbers"][0]["bank"] == "bca"
+    assert midtrans.signature_verify(payload=body)
+    assert body["signature_key"] == _sha512(ORDER, "201", "99000.00", KEY)
+
+
+def test_expired_status_407_is_data_not_an_error(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.expire(snap.token)
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert (body["status_code"], body["transaction_status"]) == ("407", "expire")
+
+
+def test_unauthorized_key_raises_typed_error_and_creates_nothing(sim, settings):
+    settings.MIDTRANS_SIMULATOR_SERVER_KEY = "SB-Mid-server-WHAT-MIDTRANS-HAS"
+    with pytest.raises(midtrans.MidtransUnauthorized) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert exc.value.http_status == 401
+    assert exc.value.operation == "snap_create"
+    assert exc.value.midtrans_order_id == ORDER
+    assert "unauthorized" in exc.value.messages[0]
+    assert SimTransaction.objects.count() == 0
+    with pytest.raises(midtrans.MidtransUnauthorized):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+
+
+def test_validation_error_carries_midtrans_messages_and_creates_nothing(sim):
+    payload = _payload()
+    payload["item_details"][0]["price"] = 98000
+    with pytest.raises(midtrans.MidtransValidationError) as exc:
+        midtrans.snap_create(payload=payload)
+    assert not isinstance(exc.value, midtrans.MidtransDuplicateOrderId)
+    assert exc.value.http_status == 400
+    assert exc.value.messages == ["transaction_details.gross_amount is not equal to the sum of item_details"]
+    assert SimTransaction.objects.count() == 0
+
+
+def test_reused_order_id_after_method_chosen_is_duplicate_order_id(sim):
+    first = midtrans.snap_create(payload=_payload())
+    # Before a method is chosen the same id gives a new token (the old one dies).
+    second = midtrans.snap_create(payload=_payload())
+    assert second.token != first.token
+    sim.choose(second.token, "gopay")
+    with pytest.raises(midtrans.MidtransDuplicateOrderId) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert isinstance(exc.value, midtrans.MidtransValidationError)
+    assert exc.value.messages == ["transaction_details.order_id sudah digunakan"]
+    assert SimTransaction.objects.get(order_id=ORDER).token == second.token
+
+    sim.pay(second.token)
+    with pytest.raises(midtrans.MidtransDuplicateOrderId) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert "paid and utilized" in exc.value.messages[0]
+
+
+def test_http_404_is_not_found(sim):
+    with pytest.raises(midtrans.MidtransNotFound) as exc:
+        midtrans.snap_cancel(token="no-such-token")
+    assert exc.value.http_status == 404
+    assert exc.value.messages == ["token not found"]
+
+
+def test_action_on_unknown_transaction_is_not_found(sim):
+    with pytest.raises(midtrans.MidtransNotFound) as exc:
+        midtrans.transaction_cancel(midtrans_order_id="BF-UNKNOWN-1")
+    assert exc.value.status_code == "404"
+
+
+def test_ids_are_url_encoded(sim):
+    body = midtrans.transaction_status(midtrans_order_id="BF-1?x=y#z")
+    assert body["status_code"] == "404"
+    assert SimApiCall.objects.get(operation="status").order_id == "BF-1?x=y#z"
+
+
+# --- cancel, expire, refund --------------------------------------------------------------------------
+
+
+def test_cancel_expire_and_wrong_state(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.choose(snap.token, "bca_va")
+    body = midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert (body["status_code"], body["transaction_status"]) == ("200", "cancel")
+    with pytest.raises(midtrans.MidtransWrongState) as exc:
+        midtrans.transaction_expire(midtrans_order_id=ORDER)
+    assert exc.value.status_code == "412"
+    assert exc.value.messages == ["Merchant cannot modify the status of the transaction"]
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "cancel"
+
+    other = "BF-20260101-ABCDEFGH-2"
+    snap = midtrans.snap_create(payload=_payload(order_id=other))
+    sim.choose(snap.token, "qris")
+    body = midtrans.transaction_expire(midtrans_order_id=other)
+    assert (body["status_code"], body["transaction_status"]) == ("407", "expire")
+
+
+def test_refund_with_key_then_reused_key_is_duplicate(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.pay(snap.token, method="gopay")
+    body = midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000, reason="minta")
+    assert (body["status_code"], body["transaction_status"], body["refund_amount"]) == (
+        "200",
+        "partial_refund",
+        "40000.00",
+    )
+    with pytest.raises(midtrans.MidtransDuplicateRefundKey) as exc:
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
+    assert exc.value.status_code == "406"
+    tx = SimTransaction.objects.get(order_id=ORDER)
+    assert (tx.refund_amount, len(tx.refunds)) == (40000, 1)
+
+    body = midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-2")
+    assert body["transaction_status"] == "refund"
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["refund_amount"] == "99000.00"
+
+
+def test_refund_of_virtual_account_is_wrong_state(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.pay(snap.token, method="bca_va")
+    with pytest.raises(midtrans.MidtransWrongState):
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1")
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "settlement"
+
+
+def test_refund_amount_must_be_positive_int():
+    with pytest.raises(ValueError):
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="k", amount=0)
+    with pytest.raises(ValueError):
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="k", amount=1000.0)
+
+
+def test_snap_cancel(sim):
+    snap = midtrans.snap_create(payload=_payload())
+    assert "canceled_at" in midtrans.snap_cancel(token=snap.token)
+    with pytest.raises(midtrans.MidtransWrongState) as exc:
+        midtrans.snap_cancel(token=snap.token)
+    assert exc.value.messages == ["token already canceled"]
+
+
+# --- server errors, retries, timeouts ---------------------------------------------------------------
+
+
+def test_snap_create_is_never_retried(sim):
+    sim.faults(fail_next=1)
+    with pytest.raises(midtrans.MidtransServerError) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert exc.value.http_status == 500
+    assert [c.http_status for c in sim.api_calls("snap_create")] == [500]
+    assert SimTransaction.objects.count() == 0
+
+
+@pytest.mark.parametrize("operation", ["cancel", "expire", "refund"])
+def test_actions_are_never_retried(sim, operation):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.pay(snap.token, method="gopay") if operation == "refund" else sim.choose(snap.token, "gopay")
+    sim.faults(fail_next=1)
+    call = {
+        "cancel": lambda: midtrans.transaction_cancel(midtrans_order_id=ORDER),
+        "expire": lambda: midtrans.transaction_expire(midtrans_order_id=ORDER),
+        "refund": lambda: midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf"),
+    }[operation]
+    with pytest.raises(midtrans.MidtransServerError):
+        call()
+    assert [c.http_status for c in sim.api_calls(operation)] == [500]
+
+
+def test_status_read_is_retried_and_succeeds(sim):
+    sim.faults(fail_next=2)
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert body["status_code"] == "404"
+    assert [c.http_status for c in sim.api_calls("status")] == [500, 500, 200]
+
+
+def test_status_read_retries_are_bounded(sim, settings):
+    settings.MIDTRANS_STATUS_RETRIES = 1
+    sim.faults(error_rate=1.0)
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert len(sim.api_calls("status")) == 2
+
+
+def test_non_json_answer_is_server_error(sim, settings):
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    sim.faults(down=True)
+    with pytest.raises(midtrans.MidtransServerError) as exc:
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert exc.value.http_status == 503
+    assert isinstance(exc.value, midtrans.MidtransUnavailable)
+
+
+def test_read_timeout_raises_timeout(sim, settings):
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    sim.faults(timeout=True, timeout_seconds=1.0)
+    with pytest.raises(midtrans.MidtransTimeout) as exc:
+        midtrans.transaction_status(midtrans_order_id=ORDER, timeout=0.2)
+    assert exc.value.http_status is None
+    assert isinstance(exc.value, midtrans.MidtransUnavailable)
+    # Let the held request finish so it does not write into the next test.
+    deadline = time.monotonic() + 10
+    while not SimApiCall.objects.filter(fault="timeout").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert SimApiCall.objects.filter(fault="timeout").count() == 1
+
+
+def test_connection_refused_is_timeout(settings):
+    settings.MIDTRANS_SNAP_URL = "http://127.0.0.1:9"
+    with pytest.raises(midtrans.MidtransTimeout):
+        midtrans.snap_create(payload=_payload())
+
+
+# --- circuit breaker ---------------------------------------------------------------------------------
+
+
+def test_breaker_opens_fails_fast_and_closes_after_good_probe(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 3
+    settings.MIDTRANS_BREAKER_COOLDOWN = 600
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    sim.faults(error_rate=1.0)
+    for _ in range(2):
+        with pytest.raises(midtrans.MidtransServerError):
+            midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert midtrans.circuit_state()["state"] == "closed"
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    state = midtrans.circuit_state()
+    assert (state["state"], state["failures"]) == ("open", 3)
+    assert state["opened_at"]
+
+    # Open: fails fast, no HTTP call reaches Midtrans.
+    with pytest.raises(midtrans.MidtransCircuitOpen) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert exc.value.operation == "snap_create"
+    assert len(sim.api_calls()) == 3
+
+    # Cool-down over: the next call is the probe; a failing probe opens the circuit again.
+    settings.MIDTRANS_BREAKER_COOLDOWN = 0
+    assert midtrans.circuit_state()["state"] == "half_open"
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    settings.MIDTRANS_BREAKER_COOLDOWN = 600
+    assert midtrans.circuit_state()["state"] == "open"
+    assert len(sim.api_calls()) == 4
+
+    # A good probe closes it.
+    settings.MIDTRANS_BREAKER_COOLDOWN = 0
+    sim.faults_reset()
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+    assert midtrans.circuit_state() == {"state": "closed", "failures": 0, "opened_at": None}
+    midtrans.snap_create(payload=_payload())
+
+
+def test_half_open_lets_only_one_probe_through(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    sim.faults(fail_next=1)
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    settings.MIDTRANS_BREAKER_COOLDOWN = 0
+    assert midtrans._circuit_admit() is True  # another process took the probe
+    with pytest.raises(midtrans.MidtransCircuitOpen):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert len(sim.api_calls("status")) == 1
+
+
+def test_client_errors_do_not_count_as_failures(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 2
+    settings.MIDTRANS_SIMULATOR_SERVER_KEY = "SB-Mid-server-OTHER"
+    for _ in range(3):
+        with pytest.raises(midtrans.MidtransUnauthorized):
+            midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert midtrans.circuit_state()["state"] == "closed"
+
+
+def test_breaker_state_is_shared_with_other_processes(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    sim.faults(fail_next=1)
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "buatfilm.testing",
+        "CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,
+        "REDIS_URL": settings.REDIS_URL,
+        "MIDTRANS_BREAKER_COOLDOWN": "600",
+    }
+    code = "import django; django.setup(); from payments import midtrans; print(midtrans.circuit_state()['state'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "open"
+
+
+def test_breaker_without_cache_behaves_closed(sim, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+    assert midtrans.circuit_state()["state"] == "closed"
+
+
+# --- logging -----------------------------------------------------------------------------------------
+
+
+def test_every_call_logs_one_structured_line(sim, caplog):
+    sim.faults(fail_next=1)
+    with caplog.at_level(logging.INFO, logger="payments.midtrans"):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    lines = [r for r in caplog.records if r.getMessage() == "midtrans_call"]
+    assert [(r.operation, r.midtrans_order_id, r.http_status, r.attempt) for r in lines] == [
+        ("status", ORDER, 500, 1),
+        ("status", ORDER, 200, 2),
+    ]
+    assert all(isinstance(r.duration_ms, float) for r in lines)
+    assert lines[0].outcome == "MidtransServerError"
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    yield
+    cache.clear()

@@ -1,0 +1,71 @@
+"""`stripe trigger` for the Midtrans simulator.
+
+    manage.py midtrans_sim ORDER_ID settlement|pending|deny|cancel|expire|refund|partial_refund|
+                           chargeback|challenge|reversal [--duplicate N] [--out-of-order] [--amount X]
+
+ORDER_ID is the Midtrans order id of a simulated transaction (e.g. BF-20261122-7K3QX9AB-1).
+The notifications are sent from this process right away; retries after a non-2xx answer
+are left to the web process's sender (or waited for here with --wait SECONDS).
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from payments.simulator import services, triggers
+from payments.simulator.dispatcher import deliveries_drain
+
+
+class Command(BaseCommand):
+    help = "Apply an event to a simulated Midtrans transaction and send its signed notification(s)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("order_id", help="Midtrans order id of a simulated transaction")
+        parser.add_argument("event", choices=triggers.EVENTS)
+        parser.add_argument("--duplicate", type=int, default=1, metavar="N", help="send N copies (default 1)")
+        parser.add_argument(
+            "--out-of-order", action="store_true", help="deliver the event before the notification that precedes it"
+        )
+        parser.add_argument(
+            "--amount", type=int, metavar="X", help="tampered gross_amount (rupiah) in the notification, validly signed"
+        )
+        parser.add_argument("--refund-amount", type=int, metavar="R", help="rupiah refunded by partial_refund")
+        parser.add_argument("--bad-signature", action="store_true", help="sign with a wrong server key")
+        parser.add_argument(
+            "--method",
+            choices=list(services.METHODS),
+            default="bca_va",
+            help="method to choose when none was chosen yet (default bca_va)",
+        )
+        parser.add_argument("--no-send", action="store_true", help="only queue; the web process sends them")
+        parser.add_argument(
+            "--wait", type=float, default=0.0, metavar="SECONDS", help="keep sending retries for up to SECONDS"
+        )
+
+    def handle(self, *args, **options):
+        try:
+            rows = triggers.trigger_event(
+                order_id=options["order_id"],
+                event=options["event"],
+                duplicate=options["duplicate"],
+                out_of_order=options["out_of_order"],
+                amount=options["amount"],
+                refund_amount=options["refund_amount"],
+                bad_signature=options["bad_signature"],
+                method=options["method"],
+            )
+        except services.SimStateError as exc:
+            raise CommandError(str(exc)) from exc
+        for row in rows:
+            p = row.payload
+            self.stdout.write(
+                f"queued #{row.id}: {p['order_id']} {p['transaction_status']} status_code={p['status_code']} "
+                f"gross_amount={p['gross_amount']}"
+            )
+        if options["no_send"]:
+            return
+        ids = [row.id for row in rows]
+        for row in deliveries_drain(only_ids=ids, wait_seconds=options["wait"]):
+            self.stdout.write(
+                f"sent #{row.id} attempt {row.attempts} to {row.url}: "
+                f"{row.last_http_status or row.last_error} -> {row.status}"
+                + (f" (next try at {row.due_at:%H:%M:%S})" if row.status == "pending" else "")
+            )

@@ -1,0 +1,45 @@
+"""Set the Midtrans simulator's faults while it runs (shared by every web process).
+
+    manage.py midtrans_sim_faults --latency-ms 800 --error-rate 0.3
+    manage.py midtrans_sim_faults --down          # 503 HTML for every API call
+    manage.py midtrans_sim_faults --timeout --timeout-seconds 20
+    manage.py midtrans_sim_faults --reset
+Without options it prints the current faults. The same is available as
+GET/POST/DELETE /sandbox/midtrans/_faults.
+"""
+
+import argparse
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from payments.simulator import faults
+
+
+class Command(BaseCommand):
+    help = "Show or change the Midtrans simulator's injected faults."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--reset", action="store_true", help="clear every fault first")
+        parser.add_argument("--latency-ms", type=int, help="added latency per API call")
+        parser.add_argument("--error-rate", type=float, help="share (0..1) of API calls answered 500")
+        parser.add_argument("--fail-next", type=int, help="the next N API calls answer 500")
+        parser.add_argument("--timeout", action=argparse.BooleanOptionalAction, help="hold calls (--no-timeout)")
+        parser.add_argument("--timeout-seconds", type=float, help="how long a held call waits (default 30)")
+        parser.add_argument(
+            "--down", action=argparse.BooleanOptionalAction, help="answer 503 HTML to every call (--no-down)"
+        )
+
+    def handle(self, *args, **options):
+        if options["reset"]:
+            faults.fault_reset()
+        changes = {
+            name: options[name]
+            for name in ("latency_ms", "error_rate", "fail_next", "timeout", "timeout_seconds", "down")
+            if options.get(name) is not None
+        }
+        try:
+            fault = faults.fault_set(**changes) if changes else faults.fault_get()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(json.dumps(faults.fault_as_dict(fault)))
