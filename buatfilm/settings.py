@@ -260,7 +260,7 @@ RECONCILE_BATCH_SIZE = _read(env.int, "RECONCILE_BATCH_SIZE", default=200)
 # Seconds between reconciliation sweeps (Celery beat).
 RECONCILE_INTERVAL_SECONDS = _read(env.int, "RECONCILE_INTERVAL_SECONDS", default=300)
 CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
-    "task": "payments.tasks.payments_reconcile",
+    "task": "payments.reconcile",
     "schedule": RECONCILE_INTERVAL_SECONDS,
 }
 

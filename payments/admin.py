@@ -1,10 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.template.loader import render_to_string
 
 from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from entitlements.models import Entitlement
 from notifications.models import Notification
 from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent
+from payments.services.reconcile import order_sync_by_operator
 
 
 @admin.register(Package)
@@ -60,6 +61,27 @@ class OrderAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "created_at"
     inlines = [PaymentAttemptInline]
     readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table"]
+    actions = ["sync_from_midtrans"]
+
+    # The order stays read-only: this action asks Midtrans and applies what it says, through
+    # the same service as the webhook, audited with the operator's username.
+    def has_sync_permission(self, request):
+        return request.user.is_active and request.user.is_staff and self.has_view_permission(request)
+
+    @admin.action(description="Sync from Midtrans", permissions=["sync"])
+    def sync_from_midtrans(self, request, queryset):
+        username = request.user.get_username()
+        limit = 50  # each order costs Midtrans calls; the request must stay short
+        if queryset.count() > limit:
+            self.message_user(request, f"Only the first {limit} selected orders were synced.", level=messages.WARNING)
+        for order_id in queryset.values_list("id", flat=True)[:limit]:
+            report = order_sync_by_operator(order_id=order_id, username=username)
+            if report.errors:
+                self.message_user(request, f"{order_id}: {'; '.join(report.errors)}", level=messages.ERROR)
+            elif report.changes:
+                self.message_user(request, f"{order_id}: {'; '.join(report.changes)}", level=messages.SUCCESS)
+            else:
+                self.message_user(request, f"{order_id}: already in line with Midtrans.", level=messages.INFO)
 
     @admin.display(description="Payment events")
     def events_table(self, obj):

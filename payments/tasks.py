@@ -3,9 +3,19 @@
 from celery import shared_task
 
 from payments.services.idempotency import idempotency_purge
+from payments.services.reconcile import reconcile_sweep
 
 
 @shared_task(name="payments.idempotency_purge", ignore_result=True)
 def idempotency_purge_task() -> int:
     """Delete Idempotency-Key records older than IDEMPOTENCY_RETENTION_HOURS (at least 24 h)."""
     return idempotency_purge()
+
+
+@shared_task(name="payments.reconcile", ignore_result=True)
+def payments_reconcile() -> dict:
+    """The reconciliation sweep (beat, every RECONCILE_INTERVAL_SECONDS)."""
+    report = reconcile_sweep(actor="reconcile")
+    if report is None:
+        return {"skipped": "another sweep is running"}
+    return {"checked": report.checked, "changed": len(report.changes), "errors": len(report.errors)}

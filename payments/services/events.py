@@ -752,6 +752,39 @@ def _orphan_record(
     )
 
 
+def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOutcome | None:
+    """Expire an open order whose payment window passed and that has no live attempt left.
+
+    Time passing is not a Midtrans status, so this is the one order change outside
+    payment_status_apply. The caller first settled every live attempt with Midtrans (read,
+    expired or cancelled there), so a late payment cannot start; a live attempt found here
+    means that did not happen and the order is left alone. None when nothing changed.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        if order is None or order.status not in Order.OPEN_STATUSES or order.expires_at > timezone.now():
+            return None
+        if order.attempts.filter(status__in=PaymentAttempt.LIVE_STATUSES).exists():
+            return None
+        old = order.status
+        order_status_set(order=order, new=_O.EXPIRED, actor=actor, reason="payment window passed")
+        order.save(update_fields=["status", "updated_at"])
+        _notify("notice_expired", order=order)
+        logger.info(
+            "order_expired", extra={"order_id": order.pk, "order_from": old, "actor": actor, "dry_run": dry_run}
+        )
+        if dry_run:
+            transaction.set_rollback(True)
+        return ApplyOutcome(
+            result=EventResult.APPLIED,
+            midtrans_order_id="",
+            order_id=order.pk,
+            order_from=old,
+            order_to=_O.EXPIRED,
+            dry_run=dry_run,
+        )
+
+
 # --- Processing a recorded event (webhook, replay, sweep) ---------------------------------------
 
 
@@ -774,11 +807,12 @@ def status_confirm(*, midtrans_order_id: str) -> dict:
     return midtrans.transaction_status(midtrans_order_id=midtrans_order_id, timeout=timeout)
 
 
-def event_process(*, event_id: int, actor: str, force: bool = False) -> ApplyOutcome:
+def event_process(*, event_id: int, actor: str, force: bool = False, dry_run: bool = False) -> ApplyOutcome:
     """Apply a recorded event: confirm with the status API (when configured), then apply.
 
     Raises EventDeferred when Midtrans cannot be asked now and EventProcessingFailed when
-    applying raised (the event then says FAILED, with the traceback).
+    applying raised (the event then says FAILED, with the traceback). `force` re-applies an
+    event that was processed already (replay); `dry_run` decides and rolls back.
     """
     event = PaymentEvent.objects.get(pk=event_id)
     midtrans_order_id = event.midtrans_order_id
@@ -794,7 +828,8 @@ def event_process(*, event_id: int, actor: str, force: bool = False) -> ApplyOut
         try:
             status = status_confirm(midtrans_order_id=midtrans_order_id)
         except midtrans.MidtransError as exc:
-            event_defer(event_id=event.pk, reason=f"status API: {type(exc).__name__}: {exc}")
+            if not dry_run:
+                event_defer(event_id=event.pk, reason=f"status API: {type(exc).__name__}: {exc}")
             logger.warning(
                 "payment_event_deferred",
                 extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "reason": type(exc).__name__},
@@ -803,29 +838,30 @@ def event_process(*, event_id: int, actor: str, force: bool = False) -> ApplyOut
         if status_signal(status) == Signal.NONE:
             # A signed notification, but the status API does not know the transaction (yet):
             # keep the event unprocessed; the sweep asks again.
-            event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
+            if not dry_run:
+                event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
         if str(status.get("order_id", midtrans_order_id)) != midtrans_order_id:
-            event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
+            if not dry_run:
+                event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
             raise EventDeferred("status API answered for another order id")
 
+    replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:
-        if force and event.result in FINAL_EVENT_RESULTS:
-            # A forced replay of a processed event: apply its status as a fresh event of the
-            # same source so the original row keeps its history.
-            return payment_status_apply(
-                midtrans_order_id=midtrans_order_id, status=status, source=event.source, actor=actor, confirmed=confirm
-            )
         return payment_status_apply(
             midtrans_order_id=midtrans_order_id,
             status=status,
             source=event.source,
             actor=actor,
-            event_id=event.pk,
+            # A forced replay of a processed event is recorded as a fresh event of the same
+            # source, so the original row keeps its history.
+            event_id=None if replay_as_new else event.pk,
             confirmed=confirm,
+            dry_run=dry_run,
         )
     except Exception as exc:
-        event_failure_record(event_id=event.pk, error=traceback.format_exc())
+        if not dry_run and not replay_as_new:
+            event_failure_record(event_id=event.pk, error=traceback.format_exc())
         logger.exception(
             "payment_event_failed",
             extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "error": type(exc).__name__},

@@ -1,0 +1,345 @@
+"""Reconciliation: ask Midtrans instead of waiting for it. The cure for "paid but stuck PENDING".
+
+One sweep (Celery beat every RECONCILE_INTERVAL_SECONDS, `manage.py reconcile_payments`)
+goes through, in this order:
+1. recorded events never processed (the webhook answered 503, or crashed) and failed ones;
+2. orphans whose Midtrans order id now has an attempt;
+3. orders past their payment window: each live attempt is read at Midtrans and, still
+   unpaid, expired (or its Snap session cancelled) there, so a late payment cannot start;
+   then the order is marked EXPIRED;
+4. attempts live (open, pending, challenge) longer than RECONCILE_STALE_MINUTES: read and
+   applied.
+Every status read goes through payments.services.events.payment_status_apply, the same
+function the webhook and the admin use. Everything is safe to run twice or concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import F, Q
+from django.utils import timezone
+
+from payments import midtrans
+from payments.models import EventResult, EventSource, Order, PaymentAttempt, PaymentEvent
+from payments.services.audit import audit_record
+from payments.services.events import (
+    ApplyOutcome,
+    EventDeferred,
+    EventProcessingFailed,
+    Signal,
+    event_process,
+    order_expire,
+    payment_status_apply,
+    status_signal,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool = False
+    checked: int = 0
+    changes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def record(self, outcome: ApplyOutcome | None) -> None:
+        if outcome is not None and (outcome.changed or outcome.alerts):
+            self.changes.append(("[dry-run] " if self.dry_run else "") + outcome.describe())
+
+    def note(self, text: str) -> None:
+        self.changes.append(("[dry-run] " if self.dry_run else "") + text)
+
+    def summary(self) -> str:
+        return (
+            f"checked={self.checked} changed={len(self.changes)} errors={len(self.errors)}"
+            + (" stopped_early=yes (Midtrans unavailable)" if self.stopped_early else "")
+            + (" dry_run=yes" if self.dry_run else "")
+        )
+
+
+class _MidtransDown(Exception):
+    """Midtrans is unreachable (or the breaker is open): stop this sweep, the next one resumes."""
+
+
+def _read_status(attempt: PaymentAttempt) -> dict:
+    try:
+        return midtrans.transaction_status(midtrans_order_id=attempt.midtrans_order_id)
+    except midtrans.MidtransUnavailable as exc:
+        raise _MidtransDown(str(exc)) from exc
+
+
+def _expired_locally_status(attempt: PaymentAttempt, why: str) -> dict:
+    """The status we apply when Midtrans holds no transaction for the attempt (no method was
+    chosen) and its Snap session is closed: an expire, said by us, recorded as such."""
+    return {
+        "order_id": attempt.midtrans_order_id,
+        "transaction_status": "expire",
+        "status_code": "407",
+        "gross_amount": f"{attempt.amount}.00",
+        "currency": "IDR",
+        "status_message": f"expired by reconciliation: {why}",
+    }
+
+
+def attempt_sync(
+    *,
+    attempt_id: int,
+    actor: str,
+    source: str = EventSource.RECONCILE,
+    close_if_due: bool = True,
+    dry_run: bool = False,
+    report: ReconcileReport | None = None,
+) -> ApplyOutcome | None:
+    """Read one attempt's status at Midtrans and apply it.
+
+    `close_if_due`: when the order's payment window passed (or the order is no longer open)
+    and Midtrans still has the attempt unpaid, expire it at Midtrans (pending) or cancel its
+    Snap session (no method chosen) first, so a late payment cannot start.
+    """
+    report = report if report is not None else ReconcileReport(dry_run=dry_run)
+    attempt = PaymentAttempt.objects.select_related("order").get(pk=attempt_id)
+    order = attempt.order
+    status = _read_status(attempt)
+    report.checked += 1
+    if not dry_run:
+        PaymentAttempt.objects.filter(pk=attempt.pk).update(status_checked_at=timezone.now())
+
+    due = order.expires_at <= timezone.now() or order.status not in Order.OPEN_STATUSES
+    signal = status_signal(status)
+    if (
+        close_if_due
+        and due
+        and attempt.status in PaymentAttempt.LIVE_STATUSES
+        and signal
+        in (
+            Signal.PENDING,
+            Signal.NONE,
+        )
+    ):
+        if dry_run:
+            report.note(f"{attempt.midtrans_order_id}: would close it at Midtrans ({signal}) and expire it")
+            return None
+        status = _close_at_midtrans(attempt=attempt, signal=signal, report=report)
+        signal = status_signal(status)
+
+    if signal == Signal.NONE:
+        return None  # nothing at Midtrans yet: no method chosen
+    try:
+        outcome = payment_status_apply(
+            midtrans_order_id=attempt.midtrans_order_id, status=status, source=source, actor=actor, dry_run=dry_run
+        )
+    except Exception as exc:
+        logger.exception(
+            "reconcile_apply_failed",
+            extra={"order_id": order.pk, "midtrans_order_id": attempt.midtrans_order_id, "error": type(exc).__name__},
+        )
+        raise EventProcessingFailed(f"{attempt.midtrans_order_id}: {type(exc).__name__}: {exc}") from exc
+    report.record(outcome)
+    return outcome
+
+
+def _close_at_midtrans(*, attempt: PaymentAttempt, signal: Signal, report: ReconcileReport) -> dict:
+    """Make sure Midtrans will take no money for this attempt any more; return its status then."""
+    try:
+        if signal == Signal.PENDING:
+            midtrans.transaction_expire(midtrans_order_id=attempt.midtrans_order_id)
+            report.note(f"{attempt.midtrans_order_id}: expired at Midtrans (order {attempt.order_id} past its window)")
+        elif attempt.snap_token:
+            midtrans.snap_cancel(token=attempt.snap_token)
+            report.note(f"{attempt.midtrans_order_id}: Snap session cancelled (order {attempt.order_id})")
+    except midtrans.MidtransUnavailable as exc:
+        raise _MidtransDown(str(exc)) from exc
+    except midtrans.MidtransError as exc:
+        # 412 "cannot modify the status" / "Transaction is on progress": it moved on
+        # (maybe paid) between our read and our action. The fresh read below decides.
+        logger.info(
+            "reconcile_close_refused",
+            extra={"order_id": attempt.order_id, "midtrans_order_id": attempt.midtrans_order_id, "error": str(exc)},
+        )
+    status = _read_status(attempt)
+    if status_signal(status) == Signal.NONE:
+        return _expired_locally_status(attempt, "no Midtrans transaction; Snap session closed")
+    return status
+
+
+def order_sync(
+    *, order_id: str, actor: str, source: str = EventSource.RECONCILE, dry_run: bool = False
+) -> ReconcileReport:
+    """Bring one order in line with Midtrans: its unprocessed events, then every attempt read and
+    applied (paid ones too, for refunds and chargebacks), closed at Midtrans when the window
+    passed, and the order expired if due. Used by `reconcile_payments --order` and the admin's
+    "Sync from Midtrans" (source admin, actor = the operator)."""
+    report = ReconcileReport(dry_run=dry_run)
+    try:
+        _events_sweep(report=report, actor=actor, since=None, dry_run=dry_run, order_id=order_id)
+        attempts = PaymentAttempt.objects.filter(order_id=order_id).order_by("number")
+        for attempt_id in attempts.values_list("pk", flat=True):
+            try:
+                attempt_sync(attempt_id=attempt_id, actor=actor, source=source, dry_run=dry_run, report=report)
+            except EventProcessingFailed as exc:
+                report.errors.append(str(exc))
+        report.record(order_expire(order_id=order_id, actor=actor, dry_run=dry_run))
+    except _MidtransDown as exc:
+        report.errors.append(f"Midtrans unavailable: {exc}")
+        report.stopped_early = True
+    _log(report, scope=order_id)
+    return report
+
+
+def order_sync_by_operator(*, order_id: str, username: str) -> ReconcileReport:
+    """The admin's "Sync from Midtrans": the only way an operator changes a payment state.
+
+    Every resulting change is audited with the operator's username (as the actor of the
+    transitions), and the request itself is audited with its outcome.
+    """
+    report = order_sync(order_id=order_id, actor=username, source=EventSource.ADMIN)
+    order = Order.objects.get(pk=order_id)
+    audit_record(
+        actor=username,
+        action="order_synced_from_midtrans",
+        obj=order,
+        new_value={"status": order.status, "changes": report.changes, "errors": report.errors},
+    )
+    return report
+
+
+def reconcile_run(
+    *,
+    actor: str = "reconcile",
+    since: datetime | None = None,
+    order_id: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> ReconcileReport:
+    """One sweep (see the module docstring). `since`: only what was created since then;
+    `order_id`: only that order (see order_sync)."""
+    if order_id:
+        return order_sync(order_id=order_id, actor=actor, dry_run=dry_run)
+    now = now or timezone.now()
+    report = ReconcileReport(dry_run=dry_run)
+    try:
+        _events_sweep(report=report, actor=actor, since=since, dry_run=dry_run)
+        _due_orders_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
+        _stale_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
+    except _MidtransDown as exc:
+        report.errors.append(f"Midtrans unavailable, sweep stopped: {exc}")
+        report.stopped_early = True
+    _log(report, scope="all")
+    return report
+
+
+_SWEEP_LOCK = "payments:reconcile:lock"
+
+
+def reconcile_sweep(*, actor: str = "reconcile") -> ReconcileReport | None:
+    """reconcile_run for the periodic task; None when another sweep holds the lock.
+
+    Overlapping sweeps would only repeat the same idempotent reads, so the lock (in the
+    shared cache) saves Midtrans calls; a broken cache never stops reconciliation.
+    """
+    token = uuid.uuid4().hex
+    try:
+        acquired = cache.add(_SWEEP_LOCK, token, timeout=max(60, int(settings.RECONCILE_INTERVAL_SECONDS)))
+    except Exception:
+        logger.warning("reconcile_lock_unavailable", exc_info=True)
+        acquired = True
+    if not acquired:
+        logger.info("reconcile_skipped", extra={"reason": "another sweep is running"})
+        return None
+    try:
+        return reconcile_run(actor=actor)
+    finally:
+        try:
+            if cache.get(_SWEEP_LOCK) == token:
+                cache.delete(_SWEEP_LOCK)
+        except Exception:
+            logger.warning("reconcile_lock_release_failed", exc_info=True)
+
+
+def _events_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, order_id: str | None = None) -> None:
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.RECONCILE_EVENT_GRACE_SECONDS)
+    unprocessed = Q(result=EventResult.RECEIVED, received_at__lte=grace) | Q(
+        result=EventResult.FAILED, processing_attempts__lt=settings.RECONCILE_EVENT_MAX_ATTEMPTS
+    )
+    known_ids = PaymentAttempt.objects.values("midtrans_order_id")
+    rematch = Q(result=EventResult.ORPHAN, midtrans_order_id__in=known_ids)
+    events = PaymentEvent.objects.filter(unprocessed | rematch)
+    if since is not None:
+        events = events.filter(received_at__gte=since)
+    if order_id is not None:
+        ids_of_order = PaymentAttempt.objects.filter(order_id=order_id).values("midtrans_order_id")
+        events = events.filter(midtrans_order_id__in=ids_of_order)
+    batch = list(
+        events.order_by("received_at").values_list("pk", "midtrans_order_id", "result")[: settings.RECONCILE_BATCH_SIZE]
+    )
+    for event_id, midtrans_order_id, result in batch:
+        report.checked += 1
+        try:
+            outcome = event_process(event_id=event_id, actor=actor, dry_run=dry_run)
+        except EventDeferred as exc:
+            report.errors.append(f"event {event_id} ({midtrans_order_id}): Midtrans unavailable: {exc}")
+            raise _MidtransDown(str(exc)) from exc
+        except EventProcessingFailed as exc:
+            report.errors.append(f"event {event_id} ({midtrans_order_id}): {exc}")
+            continue
+        if result == EventResult.ORPHAN and outcome.result != EventResult.ORPHAN:
+            report.note(f"{midtrans_order_id}: orphan event {event_id} matched its attempt")
+        report.record(outcome)
+
+
+def _due_orders_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, now: datetime) -> None:
+    orders = Order.objects.filter(status__in=Order.OPEN_STATUSES, expires_at__lte=now)
+    if since is not None:
+        orders = orders.filter(created_at__gte=since)
+    for order_id in orders.order_by("expires_at").values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]:
+        live = PaymentAttempt.objects.filter(order_id=order_id, status__in=PaymentAttempt.LIVE_STATUSES)
+        for attempt_id in live.order_by("number").values_list("pk", flat=True):
+            try:
+                attempt_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report)
+            except EventProcessingFailed as exc:
+                report.errors.append(f"order {order_id}: {exc}")
+        outcome = order_expire(order_id=order_id, actor=actor, dry_run=dry_run)
+        report.record(outcome)
+
+
+def _stale_attempts_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, now: datetime) -> None:
+    cutoff = now - timedelta(minutes=settings.RECONCILE_STALE_MINUTES)
+    attempts = PaymentAttempt.objects.filter(
+        Q(status_checked_at__isnull=True) | Q(status_checked_at__lte=cutoff),
+        status__in=PaymentAttempt.LIVE_STATUSES,
+        updated_at__lte=cutoff,
+    )
+    if since is not None:
+        attempts = attempts.filter(created_at__gte=since)
+    ids = attempts.order_by(F("status_checked_at").asc(nulls_first=True), "updated_at").values_list("pk", flat=True)
+    for attempt_id in ids[: settings.RECONCILE_BATCH_SIZE]:
+        try:
+            attempt_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report)
+        except EventProcessingFailed as exc:
+            report.errors.append(f"attempt {attempt_id}: {exc}")
+
+
+def _log(report: ReconcileReport, *, scope: str) -> None:
+    for line in report.changes:
+        logger.info("reconcile_change", extra={"scope": scope, "change": line})
+    for line in report.errors:
+        logger.warning("reconcile_error", extra={"scope": scope, "error": line})
+    logger.info(
+        "reconcile_done",
+        extra={
+            "scope": scope,
+            "checked": report.checked,
+            "changed": len(report.changes),
+            "errors": len(report.errors),
+            "dry_run": report.dry_run,
+        },
+    )
