@@ -272,7 +272,7 @@ def snap_payload_errors(payload) -> list[str]:
                         errors.append(f"item_details[{i}].{field} too long. Maximum 50 characters")
                 if items_ok:
                     total += price * quantity
-            if items_ok and gross_ok and total != gross:
+            if items_ok and gross_ok and items and total != gross:
                 errors.append(MSG_NOT_EQUAL)
     customer = payload.get("customer_details")
     if customer is not None:

@@ -1,0 +1,401 @@
+"""The simulator's API against the reference (../shared/reference/midtrans-api.md), over real HTTP."""
+
+import base64
+import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from payments.simulator.models import SimApiCall, SimFault, SimTransaction
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "SB-Mid-server-TEST123"
+ORDER = "BF-20260101-SIMTEST1-1"
+
+
+def _auth(key=KEY, colon=True):
+    raw = f"{key}:" if colon else key
+    return {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
+
+
+def _payload(order_id=ORDER, amount=99000, items=None, **extra):
+    body = {"transaction_details": {"order_id": order_id, "gross_amount": amount}}
+    body["item_details"] = (
+        items if items is not None else [{"id": "kelas", "name": "Buat Film Pakai AI", "price": amount, "quantity": 1}]
+    )
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def sim(midtrans_sim_alone):
+    return midtrans_sim_alone
+
+
+def _create(sim, payload, headers=None):
+    return requests.post(
+        f"{sim.base_url}/snap/v1/transactions",
+        json=payload,
+        headers={"Accept": "application/json", **(_auth() if headers is None else headers)},
+        timeout=10,
+    )
+
+
+def _status(sim, order_id=ORDER, headers=None):
+    return requests.get(
+        f"{sim.base_url}/v2/{order_id}/status", headers=_auth() if headers is None else headers, timeout=10
+    )
+
+
+# --- Snap create ------------------------------------------------------------------------------------
+
+
+def test_create_answers_201_with_token_and_redirect_url(sim):
+    response = _create(sim, _payload())
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"token", "redirect_url"}
+    assert body["redirect_url"].endswith(body["token"])
+    assert SimTransaction.objects.get(order_id=ORDER).gross_amount == 99000
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # no Authorization
+        _auth("SB-Mid-server-WRONG"),
+        _auth(KEY, colon=False),  # the colon is required
+        {"Authorization": "Bearer " + KEY},
+        {"Authorization": "Basic not-base64!"},
+    ],
+)
+def test_create_with_bad_key_is_401_and_creates_nothing(sim, headers):
+    response = _create(sim, _payload(), headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "error_messages": ["Access denied due to unauthorized transaction, please check client or server key"]
+    }
+    assert SimTransaction.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (_payload(amount=99000.5, items=[]), "transaction_details.gross_amount must be an integer"),
+        (_payload(amount=99000.0, items=[]), "transaction_details.gross_amount must be an integer"),
+        (_payload(amount="99000", items=[]), "transaction_details.gross_amount must be an integer"),
+        (_payload(amount=0, items=[]), "transaction_details.gross_amount must be greater than 0"),
+        (_payload(amount=-5, items=[]), "transaction_details.gross_amount must be greater than 0"),
+        (
+            _payload(items=[{"name": "Kelas", "price": 90000, "quantity": 1}]),
+            "transaction_details.gross_amount is not equal to the sum of item_details",
+        ),
+        (_payload(order_id="B" * 51), "transaction_details.order_id too long"),
+        (_payload(order_id="BF 1"), "transaction_details.order_id contains invalid characters"),
+        (_payload(order_id="BF/1"), "transaction_details.order_id contains invalid characters"),
+        (_payload(order_id="BF#1"), "transaction_details.order_id contains invalid characters"),
+        (_payload(order_id=""), "transaction_details.order_id is required"),
+        ({"item_details": []}, "transaction_details is required"),
+        (_payload(items=[{"name": "Kelas", "price": 99000, "quantity": 0}]), "item_details[0].quantity"),
+        (_payload(items=[{"name": "Kelas", "price": 99000.0, "quantity": 1}]), "item_details[0].price"),
+        (_payload(items=[{"price": 99000, "quantity": 1}]), "item_details[0].name is required"),
+        (_payload(items=[{"name": "K" * 51, "price": 99000, "quantity": 1}]), "item_details[0].name too long"),
+    ],
+)
+def test_create_validations_answer_400_error_messages_and_create_nothing(sim, payload, message):
+    response = _create(sim, payload)
+    assert response.status_code == 400
+    messages = response.json()["error_messages"]
+    assert any(m.startswith(message) for m in messages), messages
+    assert SimTransaction.objects.count() == 0
+
+
+def test_create_accepts_discount_items_that_sum_to_gross(sim):
+    items = [
+        {"id": "kelas", "name": "Kelas", "price": 100000, "quantity": 1},
+        {"id": "diskon", "name": "Diskon", "price": -10000, "quantity": 1},
+        {"id": "bonus", "name": "Modul", "price": 4500, "quantity": 2},
+    ]
+    assert _create(sim, _payload(amount=99000, items=items)).status_code == 201
+
+
+def test_order_id_of_exactly_50_allowed_characters_is_accepted(sim):
+    order_id = ("Ab9-_~." * 8)[:50]
+    assert _create(sim, _payload(order_id=order_id)).status_code == 201
+
+
+def test_same_order_id_before_a_method_is_chosen_gives_a_new_token_and_the_old_one_dies(sim):
+    old = _create(sim, _payload()).json()
+    new = _create(sim, _payload(amount=50000)).json()
+    assert new["token"] != old["token"]
+    assert requests.get(old["redirect_url"], timeout=10).status_code == 404
+    assert requests.get(new["redirect_url"], timeout=10).status_code == 200
+    assert SimTransaction.objects.get(order_id=ORDER).gross_amount == 50000
+
+
+def test_reused_order_id_after_a_method_is_chosen_is_400_and_changes_nothing(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "bca_va")
+    before = SimTransaction.objects.values().get(order_id=ORDER)
+    response = _create(sim, _payload(amount=1000, items=[]))
+    assert response.status_code == 400
+    assert response.json() == {"error_messages": ["transaction_details.order_id sudah digunakan"]}
+    assert SimTransaction.objects.values().get(order_id=ORDER) == before
+
+    sim.pay(token)
+    response = _create(sim, _payload())
+    assert response.json() == {
+        "error_messages": ["transaction_details.order_id has been paid and utilized, please use another order ID"]
+    }
+
+
+def test_invalid_json_is_400(sim):
+    response = requests.post(
+        f"{sim.base_url}/snap/v1/transactions",
+        data=b"{not json",
+        headers={**_auth(), "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json()["error_messages"]
+    assert SimTransaction.objects.count() == 0
+
+
+# --- status --------------------------------------------------------------------------------------------
+
+
+def test_status_is_http_200_body_404_unknown_and_before_method(sim):
+    response = _status(sim, "BF-NOPE-1")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status_code"], body["status_message"]) == ("404", "Transaction doesn't exist.")
+    assert body["id"]
+
+    _create(sim, _payload())
+    assert _status(sim).json()["status_code"] == "404"
+
+
+def test_status_after_method_chosen_has_midtrans_formats(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "bca_va")
+    body = _status(sim).json()
+    tx = SimTransaction.objects.get(order_id=ORDER)
+    assert body["status_code"] == "201"
+    assert body["status_message"] == "Success, transaction is found"
+    assert body["transaction_status"] == "pending"
+    assert body["gross_amount"] == "99000.00"
+    assert body["currency"] == "IDR"
+    assert body["payment_type"] == "bank_transfer"
+    assert body["va_numbers"] == [{"bank": "bca", "va_number": tx.va_number}]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", body["transaction_time"])
+    # GMT+7: the string is the Jakarta wall-clock time of the transaction.
+    jakarta = datetime.strptime(body["transaction_time"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Jakarta"))
+    assert abs(jakarta - tx.transaction_time) < timedelta(seconds=1)
+    assert body["transaction_id"] == tx.transaction_id
+    # Also findable by transaction_id, as Midtrans allows.
+    assert _status(sim, tx.transaction_id).json()["order_id"] == ORDER
+
+
+def test_status_with_bad_key_is_401(sim):
+    response = _status(sim, headers=_auth("SB-Mid-server-WRONG"))
+    assert response.status_code == 401
+    assert response.json()["status_code"] == "401"
+
+
+@pytest.mark.parametrize(
+    ("method", "payment_type", "extra_fields"),
+    [
+        ("qris", "qris", {"acquirer", "issuer", "transaction_type"}),
+        ("gopay", "gopay", set()),
+        ("credit_card", "credit_card", {"masked_card", "card_type", "bank", "eci"}),
+    ],
+)
+def test_status_fields_per_payment_type(sim, method, payment_type, extra_fields):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, method)
+    body = _status(sim).json()
+    assert body["payment_type"] == payment_type
+    assert extra_fields <= set(body)
+    assert "va_numbers" not in body
+
+
+# --- cancel, expire, refund -----------------------------------------------------------------------------
+
+
+def _post(sim, action, order_id=ORDER, json=None):
+    return requests.post(f"{sim.base_url}/v2/{order_id}/{action}", json=json, headers=_auth(), timeout=10)
+
+
+def test_cancel_after_settlement_is_412_and_changes_nothing(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.pay(token)
+    response = _post(sim, "cancel")
+    assert response.json()["status_code"] == "412"
+    assert response.json()["status_message"] == "Merchant cannot modify the status of the transaction"
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "settlement"
+    assert _post(sim, "expire").json()["status_code"] == "412"
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "settlement"
+
+
+def test_cancel_of_card_capture_is_allowed(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.pay(token, method="credit_card")
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "capture"
+    body = _post(sim, "cancel").json()
+    assert (body["status_code"], body["transaction_status"]) == ("200", "cancel")
+
+
+def test_expire_pending_answers_407(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "bca_va")
+    body = _post(sim, "expire").json()
+    assert (body["status_code"], body["status_message"], body["transaction_status"]) == (
+        "407",
+        "Success, transaction has expired",
+        "expire",
+    )
+    assert _status(sim).json()["status_code"] == "407"
+
+
+def test_refund_before_settlement_is_412(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "gopay")
+    assert _post(sim, "refund", json={"refund_key": "a"}).json()["status_code"] == "412"
+    tx = SimTransaction.objects.get(order_id=ORDER)
+    assert (tx.transaction_status, tx.refunds) == ("pending", [])
+
+
+def test_refund_reused_key_406_and_over_refund_414_change_nothing(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.pay(token, method="qris")
+    first = _post(sim, "refund", json={"refund_key": "k-1", "amount": 60000, "reason": "batal"}).json()
+    assert (first["status_code"], first["transaction_status"], first["refund_amount"]) == (
+        "200",
+        "partial_refund",
+        "60000.00",
+    )
+    before = SimTransaction.objects.values().get(order_id=ORDER)
+    dup = _post(sim, "refund", json={"refund_key": "k-1", "amount": 60000}).json()
+    assert (dup["status_code"], dup["status_message"]) == ("406", "Duplicate refund ID")
+    over = _post(sim, "refund", json={"refund_key": "k-2", "amount": 40000}).json()
+    assert over["status_code"] == "414"
+    bad = _post(sim, "refund", json={"refund_key": "k-3", "amount": 10.5}).json()
+    assert bad["status_code"] == "400"
+    assert SimTransaction.objects.values().get(order_id=ORDER) == before
+
+    rest = _post(sim, "refund", json={"refund_key": "k-4"}).json()
+    assert (rest["transaction_status"], rest["refund_amount"]) == ("refund", "39000.00")
+    body = _status(sim).json()
+    assert body["refund_amount"] == "99000.00"
+    assert [r["refund_amount"] for r in body["refunds"]] == ["60000.00", "39000.00"]
+
+
+def test_refund_of_virtual_account_is_refused(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.pay(token, method="bca_va")
+    assert _post(sim, "refund", json={"refund_key": "a"}).json()["status_code"] == "412"
+
+
+def test_actions_on_unknown_order_are_404(sim):
+    for action in ("cancel", "expire", "refund"):
+        assert _post(sim, action, order_id="BF-NOPE-1", json={}).json()["status_code"] == "404"
+
+
+# --- Snap cancel ------------------------------------------------------------------------------------------
+
+
+def test_snap_cancel_rules(sim):
+    token = _create(sim, _payload()).json()["token"]
+    url = f"{sim.base_url}/snap/v1/transactions/{token}/cancel"
+    first = requests.post(url, headers=_auth(), timeout=10)
+    assert first.status_code == 200 and first.json()["canceled_at"]
+    again = requests.post(url, headers=_auth(), timeout=10)
+    assert again.json() == {"error_messages": ["token already canceled"]}
+    assert requests.post(f"{sim.base_url}/snap/v1/transactions/nope/cancel", headers=_auth(), timeout=10).json() == {
+        "error_messages": ["token not found"]
+    }
+
+    token = _create(sim, _payload(order_id="BF-20260101-SIMTEST1-2")).json()["token"]
+    sim.choose(token, "gopay")
+    on_progress = requests.post(f"{sim.base_url}/snap/v1/transactions/{token}/cancel", headers=_auth(), timeout=10)
+    assert on_progress.json() == {"error_messages": ["Transaction is on progress"]}
+    assert SimTransaction.objects.get(order_id="BF-20260101-SIMTEST1-2").token_canceled_at is None
+
+
+# --- faults -----------------------------------------------------------------------------------------------
+
+
+def test_fault_endpoint_sets_reads_and_clears(sim):
+    url = f"{sim.base_url}/_faults"
+    assert requests.post(url, json={"down": True}, timeout=10).json()["down"] is True
+    response = _status(sim)
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert requests.get(url, timeout=10).json()["down"] is True
+    requests.delete(url, timeout=10)
+    assert _status(sim).status_code == 200
+    assert [c.fault for c in SimApiCall.objects.order_by("id")] == ["down", ""]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"error_rate": 2}, {"latency_ms": -1}, {"down": "yes"}, {"bogus": 1}, {"timeout_seconds": 0}, ["down"]],
+)
+def test_fault_endpoint_rejects_bad_values_and_changes_nothing(sim, change):
+    url = f"{sim.base_url}/_faults"
+    requests.post(url, json={"latency_ms": 5}, timeout=10)
+    response = requests.post(url, json=change, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]
+    fault = SimFault.objects.get(pk=1)
+    assert (fault.latency_ms, fault.error_rate, fault.down, fault.timeout_seconds) == (5, 0.0, False, 30.0)
+
+
+def test_fail_next_fails_exactly_n_calls(sim):
+    sim.faults(fail_next=2)
+    codes = [_status(sim).status_code for _ in range(3)]
+    assert codes == [500, 500, 200]
+    assert _status(sim).json()["status_code"] == "404"
+
+
+def test_fault_command(sim, capsys):
+    call_command("midtrans_sim_faults", "--error-rate", "1", "--latency-ms", "10")
+    assert '"error_rate": 1.0' in capsys.readouterr().out
+    assert _status(sim).status_code == 500
+    call_command("midtrans_sim_faults", "--reset")
+    assert _status(sim).status_code == 200
+    with pytest.raises(CommandError):
+        call_command("midtrans_sim_faults", "--error-rate", "1.5")
+    assert SimFault.objects.get(pk=1).error_rate == 0.0
+
+
+# --- the simulator is not served unless switched on --------------------------------------------------------
+
+
+def test_simulator_urls_mounted_only_when_enabled():
+    import importlib
+
+    from django.test import override_settings
+    from django.urls import clear_url_caches
+
+    import buatfilm.urls
+
+    with override_settings(MIDTRANS_SIMULATOR=False):
+        module = importlib.reload(buatfilm.urls)
+        assert not any(str(p.pattern) == "sandbox/midtrans/" for p in module.urlpatterns)
+    module = importlib.reload(buatfilm.urls)
+    clear_url_caches()
+    assert any(str(p.pattern) == "sandbox/midtrans/" for p in module.urlpatterns)
+
+
+def test_expiry_from_the_snap_request_is_honoured(sim):
+    token = _create(sim, _payload(expiry={"unit": "minutes", "duration": 30})).json()["token"]
+    before = timezone.now()
+    sim.choose(token, "bca_va")
+    tx = SimTransaction.objects.get(order_id=ORDER)
+    assert timedelta(minutes=29) < tx.expiry_time - before < timedelta(minutes=31)
