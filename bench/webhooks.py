@@ -1,0 +1,278 @@
+# ruff: noqa: E501 - the pgbench script below keeps one SQL statement per line, as pgbench needs
+"""Benchmark: signed Midtrans settlement notifications for distinct orders, end to end.
+
+    .venv/bin/python bench/webhooks.py [--senders 1 8 32] [--requests 200 800 1600] [--keep-db]
+
+What runs: PostgreSQL (a scratch database `buatfilm_bench_webhooks`, dropped and
+re-created, migrated), the shared Redis (DB 11; the "paid" messages' Celery kicks go there
+and are flushed afterwards), the product under gunicorn (gthread workers, DEBUG off,
+MIDTRANS_CONFIRM_WITH_STATUS_API on), and the Midtrans simulator under its own gunicorn,
+as Midtrans would be a separate party: every notification makes the product ask the
+simulator's GET /v2/<id>/status over HTTP before anything is applied.
+
+Each notification is for its own order (seeded: an order, its pending attempt and a
+settled simulator transaction), signed exactly as the simulator signs, so each one does
+the full work: verify, record the event, confirm with the status API, then in one
+transaction lock order and attempt, mark paid, grant the entitlement, write the audit
+rows and the two outbox rows. Afterwards every order is checked: PAID, one entitlement.
+
+Prints, per number of concurrent senders (closed loop: each sends its next notification
+when the previous one was answered): throughput and p50/p95/p99 latency. Then the same
+database statements (same tables, indexes, row shapes and round trips: see PGBENCH_SCRIPT)
+replayed by pgbench with the same number of clients, as the ceiling the database allows,
+and our throughput as a share of it. Target: p99 < 100 ms at 32 senders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+
+DB_NAME = "buatfilm_bench_webhooks"
+
+# One webhook's database work, statement for statement (see payments/services/events.py and
+# notifications/services.py; `--show-queries` prints what Django really sends). pgbench sends
+# each line as its own round trip, as Django does. Variables: :aid picks a seeded attempt;
+# :k makes the unique keys (event, entitlement, outbox) unique per transaction.
+PGBENCH_SCRIPT = r"""
+\set aid random({lo}, {hi})
+\set k random(1, 999999999999)
+SELECT order_id AS oid, midtrans_order_id AS mid FROM payments_paymentattempt WHERE id = :aid \gset
+INSERT INTO payments_paymentevent (attempt_id, midtrans_order_id, source, dedup_key, transaction_status, status_code, gross_amount, payload, confirmed_payload, result, error, processing_attempts, received_at, processed_at) VALUES (NULL, ':mid', 'webhook', 'webhook:' || :aid || ':' || :k, 'settlement', '200', '99000.00', '{payload}'::jsonb, NULL, 'received', '', 0, now(), NULL) ON CONFLICT DO NOTHING;
+SELECT id AS eid, midtrans_order_id, source, dedup_key, transaction_status, status_code, gross_amount, payload, confirmed_payload, result, error, processing_attempts, received_at, processed_at, attempt_id FROM payments_paymentevent WHERE dedup_key = 'webhook:' || :aid || ':' || :k \gset
+SELECT 1 AS a FROM payments_paymentattempt WHERE midtrans_order_id = ':mid' LIMIT 1;
+SELECT id, latency_ms, error_rate, fail_next, timeout, timeout_seconds, down, updated_at FROM midtrans_simulator_simfault WHERE id = 1 LIMIT 1;
+SELECT * FROM midtrans_simulator_simtransaction WHERE order_id = ':mid' ORDER BY created_at DESC LIMIT 1;
+INSERT INTO midtrans_simulator_simapicall (operation, order_id, http_status, fault, created_at) VALUES ('status', ':mid', 200, '', now());
+BEGIN;
+SELECT id, order_id FROM payments_paymentattempt WHERE midtrans_order_id = ':mid' ORDER BY order_id, number LIMIT 1;
+SELECT o.*, p.* FROM payments_order o INNER JOIN payments_package p ON o.package_id = p.id WHERE o.id = ':oid' LIMIT 21 FOR UPDATE OF o;
+SELECT * FROM payments_paymentattempt WHERE id = :aid LIMIT 21 FOR UPDATE;
+SELECT * FROM payments_paymentevent WHERE id = :eid LIMIT 21 FOR UPDATE;
+SELECT status FROM payments_paymentattempt WHERE order_id = ':oid' AND NOT id = :aid ORDER BY order_id, number;
+INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'attempt_status_changed', 'paymentattempt', ':aid', '{{"status": "pending"}}', '{{"status": "paid", "reason": "webhook: Midtrans settlement", "event_id": 1, "order_id": "x"}}', 'bench', now()) RETURNING id;
+INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'order_status_changed', 'order', ':oid', '{{"status": "PENDING_PAYMENT"}}', '{{"status": "PAID", "reason": "webhook: Midtrans settlement", "event_id": 1}}', 'bench', now()) RETURNING id;
+UPDATE payments_paymentattempt SET status = 'paid', transaction_id = 'bench-trx', transaction_status = 'settlement', payment_type = 'bank_transfer', va_number = '12345678901', fraud_status = 'accept', updated_at = now() WHERE id = :aid;
+UPDATE payments_order SET status = 'PAID', paid_at = now(), updated_at = now() WHERE id = ':oid';
+SELECT * FROM entitlements_entitlement WHERE order_id = 'E' || :k ORDER BY granted_at DESC LIMIT 1 FOR UPDATE;
+INSERT INTO entitlements_entitlement (email, course_code, order_id, status, granted_at, revoked_at, reason, created_at, updated_at) VALUES ('bench@example.com', 'ai-movie-course', 'E' || :k, 'active', now(), NULL, 'paid via bench', now(), now()) ON CONFLICT DO NOTHING;
+SELECT * FROM entitlements_entitlement WHERE order_id = 'E' || :k LIMIT 21 FOR UPDATE;
+INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'entitlement_granted', 'entitlement', '1', NULL, '{{"order_id": "x", "course": "ai-movie-course", "event_id": 1}}', 'bench', now()) RETURNING id;
+SELECT * FROM notifications_notification WHERE dedupe_key = 'order:' || :k || ':paid:email' LIMIT 21;
+SAVEPOINT s1;
+INSERT INTO notifications_notification (channel, template, recipient, subject, body_text, body_html, template_params, dedupe_key, reference, status, attempts, max_attempts, next_attempt_at, lease_token, lease_expires_at, provider_message_id, last_error, created_at, updated_at, sent_at, dead_alerted_at, resent_from_id) VALUES ('email', 'payment_received', 'bench@example.com', 'Pembayaran diterima', '{email_text}', '{email_html}', '[]', 'order:' || :k || ':paid:email', ':oid', 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL) RETURNING id;
+RELEASE SAVEPOINT s1;
+SELECT * FROM notifications_notification WHERE dedupe_key = 'order:' || :k || ':paid:whatsapp' LIMIT 21;
+SAVEPOINT s2;
+INSERT INTO notifications_notification (channel, template, recipient, subject, body_text, body_html, template_params, dedupe_key, reference, status, attempts, max_attempts, next_attempt_at, lease_token, lease_expires_at, provider_message_id, last_error, created_at, updated_at, sent_at, dead_alerted_at, resent_from_id) VALUES ('whatsapp', 'payment_received', '+6281234567890', '', '{wa_text}', '', '["Budi", "BF", "Rp99.000", "https://x"]', 'order:' || :k || ':paid:whatsapp', ':oid', 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL) RETURNING id;
+RELEASE SAVEPOINT s2;
+UPDATE payments_paymentevent SET attempt_id = :aid, confirmed_payload = '{payload}'::jsonb, result = 'applied', error = '', processing_attempts = 1, processed_at = now() WHERE id = :eid;
+COMMIT;
+"""
+
+
+def _sql_text(value: str) -> str:
+    # pgbench replaces only `:name` of variables it defines; other colons stay as they are.
+    return value.replace("'", "''")
+
+
+def seed(count: int) -> list[bytes]:
+    """`count` orders with a pending attempt each and a settled simulator transaction;
+    returns their signed settlement notifications (what the simulator would send)."""
+    from django.utils import timezone
+
+    from payments.models import Order, Package, PaymentAttempt
+    from payments.simulator import services as sim
+    from payments.simulator.models import SimTransaction
+
+    package = Package.objects.get(id="ai-movie-course")
+    now = timezone.now()
+    batch = uuid.uuid4().hex[:6].upper()
+    orders = [
+        Order(
+            id=f"BF-BENCH-{batch}{i:05d}",
+            package=package,
+            customer_name="Budi Santoso",
+            customer_email=f"bench-{batch.lower()}-{i}@example.com",
+            customer_phone="+6281234567890",
+            list_price=package.price,
+            amount=package.price,
+            status=Order.Status.PENDING_PAYMENT,
+            expires_at=now + timezone.timedelta(days=1),
+        )
+        for i in range(count)
+    ]
+    Order.objects.bulk_create(orders, batch_size=500)
+    attempts = [
+        PaymentAttempt(
+            order=order,
+            number=1,
+            midtrans_order_id=f"{order.id}-1",
+            amount=order.amount,
+            status=PaymentAttempt.Status.PENDING,
+            snap_token=str(uuid.uuid4()),
+            payment_type="bank_transfer",
+        )
+        for order in orders
+    ]
+    PaymentAttempt.objects.bulk_create(attempts, batch_size=500)
+    transactions = [
+        SimTransaction(
+            order_id=attempt.midtrans_order_id,
+            token=attempt.snap_token,
+            request_payload={"transaction_details": {"order_id": attempt.midtrans_order_id, "gross_amount": 99000}},
+            gross_amount=attempt.amount,
+            transaction_id=str(uuid.uuid4()),
+            payment_type="bank_transfer",
+            bank="bca",
+            va_number=f"12345{i:06d}",
+            transaction_status="settlement",
+            fraud_status="accept",
+            transaction_time=now,
+            settlement_time=now,
+            expiry_time=now + timezone.timedelta(days=1),
+        )
+        for i, attempt in enumerate(attempts)
+    ]
+    SimTransaction.objects.bulk_create(transactions, batch_size=500)
+    return [harness.json_bytes(sim.transaction_body(tx, for_notification=True)) for tx in transactions]
+
+
+def check_paid(bodies: list[bytes]) -> str:
+    """Every order of these notifications PAID with exactly one active entitlement?"""
+    import json
+
+    from entitlements.models import Entitlement
+    from payments.models import Order
+
+    order_ids = [json.loads(b)["order_id"].rsplit("-", 1)[0] for b in bodies]
+    paid = Order.objects.filter(id__in=order_ids, status=Order.Status.PAID).count()
+    granted = Entitlement.objects.filter(order_id__in=order_ids, status="active").count()
+    ok = paid == granted == len(order_ids)
+    return f"check: {paid}/{len(order_ids)} orders PAID, {granted} entitlements -> {'OK' if ok else 'MISMATCH'}"
+
+
+def show_queries(web_url: str, body: bytes) -> int:
+    """Run one notification in this process and print the SQL Django sends (the pgbench model)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext, override_settings
+
+    with (
+        override_settings(MIDTRANS_API_URL=f"{web_url}/sandbox/midtrans"),
+        CaptureQueriesContext(connection) as captured,
+    ):
+        Client().post("/webhooks/midtrans", data=body, content_type="application/json")
+    for query in captured.captured_queries:
+        print("   ", query["sql"][:160])
+    return len(captured.captured_queries)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--senders", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, nargs="+", default=[200, 800, 1600], help="per sender level")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--sim-workers", type=int, default=1)
+    parser.add_argument("--sim-threads", type=int, default=8)
+    parser.add_argument("--show-queries", action="store_true", help="print one notification's SQL")
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+    if len(args.requests) != len(args.senders):
+        parser.error("--requests needs one count per --senders level")
+
+    print(f"database: PostgreSQL scratch database {DB_NAME}; Redis {harness.REDIS_URL}")
+    url = harness.database_create(name=DB_NAME)
+    harness.django_setup(database_url=url, MIDTRANS_CONFIRM_WITH_STATUS_API="true")
+
+    warmup = seed(64)
+    runs = [(senders, seed(count)) for senders, count in zip(args.senders, args.requests, strict=True)]
+
+    sim_port, web_port = harness.free_port(), harness.free_port()
+    sim_env = harness.server_env(database_url=url, port=sim_port, LOG_LEVEL="WARNING")
+    web_env = harness.server_env(
+        database_url=url,
+        port=web_port,
+        MIDTRANS_API_URL=f"http://127.0.0.1:{sim_port}/sandbox/midtrans",
+        MIDTRANS_SNAP_URL=f"http://127.0.0.1:{sim_port}/sandbox/midtrans",
+        MIDTRANS_CONFIRM_WITH_STATUS_API="true",
+    )
+    results = []
+    with (
+        harness.Gunicorn(
+            env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
+        ),
+        harness.Gunicorn(
+            env=web_env, port=web_port, workers=args.web_workers, threads=args.web_threads, label="web"
+        ) as web,
+    ):
+        print(
+            f"web: gunicorn {args.web_workers} workers x {args.web_threads} threads (log {web.log_path}); "
+            f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}"
+        )
+        if args.show_queries:
+            extra = seed(1)
+            print(f"one notification, in-process, {show_queries(f'http://127.0.0.1:{sim_port}', extra[0])} queries")
+        harness.load_run(url=web.url + "/webhooks/midtrans", bodies=warmup, concurrency=4)
+        print()
+        for senders, bodies in runs:
+            time.sleep(1)
+            result = harness.load_run(url=web.url + "/webhooks/midtrans", bodies=bodies, concurrency=senders)
+            results.append((senders, bodies, result))
+            print(harness.result_line("webhook settlement", result))
+            print("   ", check_paid(bodies))
+
+    from payments.models import PaymentAttempt
+
+    ids = PaymentAttempt.objects.filter(order__id__startswith="BF-BENCH-").values_list("id", flat=True)
+    sample = runs[0][1][0].decode()
+    email_text = "Halo Budi, pembayaran Anda untuk Buat Film Pakai AI sudah kami terima. " * 8
+    script = PGBENCH_SCRIPT.format(
+        lo=min(ids),
+        hi=max(ids),
+        payload=_sql_text(sample),
+        email_text=_sql_text(email_text),
+        email_html=_sql_text(f"<p>{email_text}</p>" * 2),
+        wa_text=_sql_text(email_text[:400]),
+    )
+    statements = sum(1 for line in script.splitlines() if line.strip() and not line.startswith("\\"))
+    print(f"\npgbench ceiling: the same database statements ({statements} per notification), same clients")
+    for senders, bodies, result in results:
+        per_client = max(1, len(bodies) // senders)
+        tps = harness.pgbench_run(database=DB_NAME, script=script, clients=senders, transactions=per_client)
+        share = result.throughput / tps * 100 if tps else float("nan")
+        print(
+            f"pgbench                      clients={senders:<3} transactions={per_client * senders:<5} "
+            f"throughput={tps:7.1f}/s  ours={result.throughput:7.1f}/s = {share:4.1f}% of the ceiling"
+        )
+
+    target = [r for s, _, r in results if s == 32]
+    if target:
+        p99 = target[0].percentile(99)
+        print(f"\ntarget p99 < 100 ms at 32 senders: measured {p99:.1f} ms -> {'met' if p99 < 100 else 'NOT met'}")
+
+    _redis_flush()
+    if not args.keep_db:
+        from django.db import connections
+
+        connections.close_all()
+        harness.database_drop(name=DB_NAME)
+
+
+def _redis_flush() -> None:
+    """The Celery kicks of the "paid" messages went to the bench Redis DB; nobody consumes them."""
+    import redis
+
+    redis.Redis.from_url(harness.REDIS_URL).flushdb()
+
+
+if __name__ == "__main__":
+    main()
