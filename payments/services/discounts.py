@@ -156,7 +156,7 @@ def discount_upsert(
                 old_value={k: _jsonable(v[0]) for k, v in changes.items()},
                 new_value={k: _jsonable(v[1]) for k, v in changes.items()},
             )
-            logger.info("discount_upserted", extra={"code": code, "created": created, "fields": sorted(changes)})
+            logger.info("discount_upserted", extra={"code": code, "is_new": created, "fields": sorted(changes)})
     return DiscountUpsertResult(discount=discount, created=created, changes=changes)
 
 

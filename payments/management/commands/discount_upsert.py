@@ -11,13 +11,16 @@ def _when(value: str | None, *, option: str, end_of_day: bool = False) -> dateti
     """ISO date or datetime; without an offset it is Jakarta time (the shop's time zone)."""
     if value is None:
         return None
-    parsed = parse_datetime(value)
-    if parsed is None:
+    try:
         day = parse_date(value)
-        if day is None:
-            raise CommandError(f"{option} {value!r} is not an ISO date or datetime (e.g. 2026-12-01T00:00+07:00).")
+        parsed = None if day else parse_datetime(value)
+    except ValueError:
+        day = parsed = None
+    if day is not None:
         # A bare end date means "through that day".
         parsed = datetime.combine(day, time.max if end_of_day else time.min)
+    if parsed is None:
+        raise CommandError(f"{option} {value!r} is not an ISO date or datetime (e.g. 2026-12-01T00:00+07:00).")
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
     return parsed
