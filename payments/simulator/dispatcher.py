@@ -176,6 +176,17 @@ def deliveries_settle(*, timeout: float = 10.0) -> list[SimNotification]:
         time.sleep(0.02)
 
 
+def deliveries_await(*, ids: list[int], timeout: float) -> list[SimNotification]:
+    """The rows, once none of them is mid-send (another process may be sending them)."""
+    deadline = time.monotonic() + timeout
+    while (
+        SimNotification.objects.filter(id__in=ids, status=SimNotification.Status.SENDING).exists()
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return list(SimNotification.objects.filter(id__in=ids).order_by("due_at", "id"))
+
+
 def deliveries_drain(*, only_ids: list[int] | None = None, wait_seconds: float = 0.0) -> list[SimNotification]:
     """Send every due row now (in due order), in this thread.
 

@@ -148,6 +148,11 @@ def fault_control(request):
 # --- Payment page ---------------------------------------------------------------------------------
 
 
+def _rupiah(amount: int) -> str:
+    """Indonesian thousands separator: 149000 -> "149.000" (negative for discount lines)."""
+    return f"{amount:,}".replace(",", ".")
+
+
 def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 200):
     context = {"tx": tx, "error": error}
     if tx is not None:
@@ -158,8 +163,11 @@ def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 
                     (spec["label"] for spec in services.METHODS.values() if spec["payment_type"] == tx.payment_type),
                     "",
                 ),
-                "amount": f"{tx.gross_amount:,}".replace(",", "."),
-                "items": (tx.request_payload or {}).get("item_details") or [],
+                "amount": _rupiah(tx.gross_amount),
+                "items": [
+                    {"name": item.get("name", ""), "quantity": item.get("quantity", 1), "price": _rupiah(item["price"])}
+                    for item in (tx.request_payload or {}).get("item_details") or []
+                ],
                 "finish_url": services.finish_redirect_url(tx),
                 "expiry": services.time_format(tx.expiry_time),
             }

@@ -11,7 +11,8 @@ are left to the web process's sender (or waited for here with --wait SECONDS).
 from django.core.management.base import BaseCommand, CommandError
 
 from payments.simulator import services, triggers
-from payments.simulator.dispatcher import deliveries_drain
+from payments.simulator.dispatcher import SEND_TIMEOUT_SECONDS, deliveries_await, deliveries_drain
+from payments.simulator.models import SimNotification
 
 
 class Command(BaseCommand):
@@ -63,9 +64,12 @@ class Command(BaseCommand):
         if options["no_send"]:
             return
         ids = [row.id for row in rows]
-        for row in deliveries_drain(only_ids=ids, wait_seconds=options["wait"]):
-            self.stdout.write(
-                f"sent #{row.id} attempt {row.attempts} to {row.url}: "
-                f"{row.last_http_status or row.last_error} -> {row.status}"
-                + (f" (next try at {row.due_at:%H:%M:%S})" if row.status == "pending" else "")
-            )
+        deliveries_drain(only_ids=ids, wait_seconds=options["wait"])
+        # The web process's sender may have taken some rows meanwhile: report what became of each.
+        for row in deliveries_await(ids=ids, timeout=SEND_TIMEOUT_SECONDS + 5):
+            outcome = f"HTTP {row.last_http_status}" if row.last_http_status else (row.last_error or "not sent yet")
+            status = row.payload["transaction_status"]
+            line = f"#{row.id} {status}: {row.status} after {row.attempts} attempt(s), {outcome}"
+            if row.status == SimNotification.Status.PENDING:
+                line += f"; next try at {row.due_at:%H:%M:%S} (sent by the web process)"
+            self.stdout.write(line)
