@@ -282,6 +282,9 @@ def _run() -> None:
         while not _stop.is_set():
             pause = IDLE_POLL_SECONDS
             try:
+                from payments.simulator.services import transactions_expire_due  # services imports this module
+
+                transactions_expire_due()
                 while not _stop.is_set():
                     row = _claim_next()
                     if row is None:

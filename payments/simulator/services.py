@@ -502,7 +502,29 @@ def status_read(*, identifier: str) -> dict:
     tx = _find(identifier)
     if tx is None or not tx.method_chosen:
         return status_not_found_body()
+    if tx.transaction_status == "pending" and tx.expiry_time and tx.expiry_time <= timezone.now():
+        tx = transaction_expire_if_due(pk=tx.pk) or tx
     return transaction_body(tx, for_notification=False)
+
+
+def transaction_expire_if_due(*, pk: int) -> SimTransaction | None:
+    """Expire a pending transaction whose expiry_time has passed (and notify), as Midtrans does."""
+    with transaction.atomic():
+        tx = SimTransaction.objects.select_for_update().filter(pk=pk).first()
+        if tx is None or tx.transaction_status != "pending" or not tx.expiry_time or tx.expiry_time > timezone.now():
+            return tx
+        transition_apply(tx, event="expire")
+        notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
+        return tx
+
+
+def transactions_expire_due(*, limit: int = 50) -> int:
+    """Expire every pending transaction past its expiry_time; the sender thread runs this each round."""
+    due = SimTransaction.objects.filter(transaction_status="pending", expiry_time__lte=timezone.now())
+    pks = list(due.values_list("pk", flat=True)[:limit])
+    for pk in pks:
+        transaction_expire_if_due(pk=pk)
+    return len(pks)
 
 
 def _core_action(identifier: str, event: str, **kwargs) -> SimTransaction:

@@ -399,3 +399,24 @@ def test_expiry_from_the_snap_request_is_honoured(sim):
     sim.choose(token, "bca_va")
     tx = SimTransaction.objects.get(order_id=ORDER)
     assert timedelta(minutes=29) < tx.expiry_time - before < timedelta(minutes=31)
+
+
+def test_pending_past_its_expiry_time_reads_as_expired_and_notifies(sim):
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "gopay")
+    SimTransaction.objects.filter(order_id=ORDER).update(expiry_time=timezone.now() - timedelta(seconds=1))
+    body = _status(sim).json()
+    assert (body["transaction_status"], body["status_code"]) == ("expire", "407")
+    assert [n.payload["transaction_status"] for n in sim.notifications(ORDER)] == ["pending", "expire"]
+
+
+def test_sender_round_expires_due_transactions(sim):
+    from payments.simulator.services import transactions_expire_due
+
+    sim.pause_deliveries()  # the sender thread would otherwise race this test to it
+    token = _create(sim, _payload()).json()["token"]
+    sim.choose(token, "gopay")
+    assert transactions_expire_due() == 0
+    SimTransaction.objects.filter(order_id=ORDER).update(expiry_time=timezone.now() - timedelta(seconds=1))
+    assert transactions_expire_due() == 1
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "expire"
