@@ -588,7 +588,8 @@ def payment_status_apply(
             )
         attempt_pk, order_pk = ref
         # The project's lock order: the order row, then the attempt row.
-        order = Order.objects.select_for_update().get(pk=order_pk)
+        # The package rides along (a grant needs its course) but is not locked.
+        order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
@@ -807,14 +808,16 @@ def status_confirm(*, midtrans_order_id: str) -> dict:
     return midtrans.transaction_status(midtrans_order_id=midtrans_order_id, timeout=timeout)
 
 
-def event_process(*, event_id: int, actor: str, force: bool = False, dry_run: bool = False) -> ApplyOutcome:
+def event_process(
+    *, event_id: int, actor: str, force: bool = False, dry_run: bool = False, event: PaymentEvent | None = None
+) -> ApplyOutcome:
     """Apply a recorded event: confirm with the status API (when configured), then apply.
 
     Raises EventDeferred when Midtrans cannot be asked now and EventProcessingFailed when
     applying raised (the event then says FAILED, with the traceback). `force` re-applies an
     event that was processed already (replay); `dry_run` decides and rolls back.
     """
-    event = PaymentEvent.objects.get(pk=event_id)
+    event = event if event is not None and event.pk == event_id else PaymentEvent.objects.get(pk=event_id)
     midtrans_order_id = event.midtrans_order_id
     if event.result in FINAL_EVENT_RESULTS and not force:
         return ApplyOutcome(result=EventResult.DUPLICATE, midtrans_order_id=midtrans_order_id, event_id=event.pk)
@@ -872,4 +875,4 @@ def event_process(*, event_id: int, actor: str, force: bool = False, dry_run: bo
 def notification_receive(*, payload: dict) -> ApplyOutcome:
     """A verified Midtrans HTTP notification: record it, confirm it, apply it."""
     event = event_record(payload=payload, source=EventSource.WEBHOOK)
-    return event_process(event_id=event.pk, actor="webhook")
+    return event_process(event_id=event.pk, actor="webhook", event=event)
