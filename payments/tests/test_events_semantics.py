@@ -375,3 +375,28 @@ def test_fee_imposition_with_a_wrong_original_amount_is_a_mismatch():
 
     assert state(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
     assert PaymentEvent.objects.get().result == "mismatch"
+
+
+@pytest.mark.parametrize(
+    ("resolution", "fraud", "expected"), [("capture", "accept", "paid"), ("deny", "deny", "failed")]
+)
+def test_challenge_resolved_by_the_fraud_check(resolution, fraud, expected):
+    attempt = make_attempt()
+    send(midtrans_body(attempt.midtrans_order_id, "capture", payment_type="credit_card", fraud_status="challenge"))
+
+    send(midtrans_body(attempt.midtrans_order_id, resolution, payment_type="credit_card", fraud_status=fraud))
+
+    assert state(attempt)[1] == expected
+    assert entitlements(attempt.order) == (["active"] if expected == "paid" else [])
+
+
+def test_unknown_transaction_status_is_recorded_and_changes_nothing():
+    attempt = make_attempt()
+
+    body = midtrans_body(attempt.midtrans_order_id, "settlement")
+    body["transaction_status"] = "brand_new_status"  # not covered by the signature
+
+    response = send(body)
+
+    assert response.status_code == 200 and response.json()["result"] == "stale"
+    assert state(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
