@@ -4,6 +4,7 @@ the status API is asked and its word is what gets applied."""
 import time
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.db import connections
 
@@ -205,3 +206,35 @@ def test_database_unavailable_answers_503(sim, live_server):
     # Midtrans retries; with the database back the same notification is applied.
     assert webhook_post(live_server.url, body).status_code == 200
     assert refreshed(attempt) == (OS.PAID, A.PAID)
+
+
+def test_checkout_pay_notify_then_the_course_platform_sees_access(sim, live_server, settings):
+    # given: a customer checks out through the public API
+    from payments.tests.checkout_support import checkout_body, launch_package_ensure
+
+    launch_package_ensure()
+    settings.CHECKOUT_RATE_LIMIT = ""
+    body = checkout_body()
+    created = requests.post(f"{live_server.url}/api/checkout/", json=body, timeout=20)
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    attempt = PaymentAttempt.objects.get(order_id=order_id)
+
+    def access():
+        return requests.get(
+            f"{live_server.url}/api/entitlements/check/",
+            params={"email": body["email"].upper(), "course": "ai-movie-course"},
+            headers={"Authorization": f"Bearer {settings.ENTITLEMENTS_API_TOKEN}"},
+            timeout=20,
+        ).json()
+
+    assert access()["active"] is False
+
+    # when: Midtrans settles and its notifications arrive
+    sim.pay(attempt.midtrans_order_id)
+    sim.deliver()
+
+    # then
+    assert requests.get(f"{live_server.url}/api/orders/{order_id}/", timeout=20).json()["status"] == "PAID"
+    answer = access()
+    assert (answer["active"], answer["order_id"], answer["email"]) == (True, order_id, body["email"].lower())
