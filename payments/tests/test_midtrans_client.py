@@ -9,12 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 
 from payments import midtrans
 from payments.simulator.models import SimApiCall, SimTransaction
-
-pytestmark = pytest.mark.django_db(transaction=True)
 
 ORDER = "BF-20260101-ABCDEFGH-1"
 KEY = "SB-Mid-server-TEST123"
@@ -35,7 +32,8 @@ def _sha512(*parts: str) -> str:
 
 
 @pytest.fixture
-def sim(midtrans_sim_alone, settings):
+def sim(transactional_db, midtrans_sim_alone, settings):
+    # Only tests that talk to the simulator pay for a transactional database.
     settings.MIDTRANS_STATUS_RETRIES = 2
     settings.MIDTRANS_BREAKER_FAILURES = 50  # tests about the breaker lower it
     return midtrans_sim_alone
@@ -449,9 +447,3 @@ def test_every_call_logs_one_structured_line(sim, caplog):
     ]
     assert all(isinstance(r.duration_ms, float) for r in lines)
     assert lines[0].outcome == "MidtransServerError"
-
-
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    yield
-    cache.clear()
