@@ -238,3 +238,22 @@ def test_checkout_pay_notify_then_the_course_platform_sees_access(sim, live_serv
     assert requests.get(f"{live_server.url}/api/orders/{order_id}/", timeout=20).json()["status"] == "PAID"
     answer = access()
     assert (answer["active"], answer["order_id"], answer["email"]) == (True, order_id, body["email"].lower())
+
+
+def test_hanging_status_api_is_answered_503_well_within_midtrans_patience(sim, live_server):
+    attempt = sim_attempt_create()
+    sim.pay(attempt.midtrans_order_id)
+    body = sim.notifications(attempt.midtrans_order_id)[-1].payload
+    sim.faults(timeout=True, timeout_seconds=1.5)  # every status read hangs longer than our 1 s per try
+
+    started = time.monotonic()
+    response = webhook_post(live_server.url, body)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert elapsed < 5.0  # WEBHOOK_STATUS_BUDGET (3 s) over all tries of the status read
+    assert refreshed(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
+    assert PaymentEvent.objects.get(transaction_status="settlement").result == "received"
+    sim.faults_reset()
+    # Let the simulator's hanging request threads finish before the database is torn down.
+    time.sleep(max(0.0, started + 1.5 * 3 + 0.5 - time.monotonic()))
