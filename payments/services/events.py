@@ -564,6 +564,10 @@ def _event_locked(
     return event, event.result in FINAL_EVENT_RESULTS
 
 
+def _attempt_ref(midtrans_order_id: str) -> tuple[int, str] | None:
+    return PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list("pk", "order_id").first()
+
+
 def payment_status_apply(
     *,
     midtrans_order_id: str,
@@ -573,15 +577,18 @@ def payment_status_apply(
     event_id: int | None = None,
     confirmed: bool = True,
     dry_run: bool = False,
+    attempt_ref: tuple[int, str] | None = None,
 ) -> ApplyOutcome:
     """Apply a Midtrans status body to the attempt `midtrans_order_id`, once, in one transaction.
 
     `event_id`: the already recorded event this status answers (webhook, replay); without
     it an event is recorded here (reconcile, admin). `confirmed`: `status` came from the
     status API (stored as the event's confirmed payload). `dry_run`: decide, then roll back.
+    `attempt_ref`: (attempt pk, order id) when the caller looked it up already (an attempt
+    never changes order, so that read needs no lock).
     """
     with transaction.atomic():
-        ref = PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list("pk", "order_id").first()
+        ref = attempt_ref or _attempt_ref(midtrans_order_id)
         if ref is None:
             return _orphan_record(
                 midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
@@ -821,7 +828,8 @@ def event_process(
     midtrans_order_id = event.midtrans_order_id
     if event.result in FINAL_EVENT_RESULTS and not force:
         return ApplyOutcome(result=EventResult.DUPLICATE, midtrans_order_id=midtrans_order_id, event_id=event.pk)
-    known = PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).exists()
+    ref = _attempt_ref(midtrans_order_id)
+    known = ref is not None
     if not known and event.result == EventResult.ORPHAN:
         return ApplyOutcome(result=EventResult.ORPHAN, midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
@@ -861,6 +869,7 @@ def event_process(
             event_id=None if replay_as_new else event.pk,
             confirmed=confirm,
             dry_run=dry_run,
+            attempt_ref=ref,
         )
     except Exception as exc:
         if not dry_run and not replay_as_new:
