@@ -376,10 +376,13 @@ def _amount_matches(*, attempt: PaymentAttempt, status: dict) -> tuple[bool, str
     return True, ""
 
 
-def _decide(*, order: Order, attempt: PaymentAttempt, status: dict, others: list[str]) -> _Effects:
+def _decide(
+    *, order: Order, attempt: PaymentAttempt, status: dict, others: list[str], paid_elsewhere: str | None = None
+) -> _Effects:
     """The effects of `status` on a locked order and attempt. Pure: writes nothing.
 
-    `others` are the statuses of the order's other attempts.
+    `others` are the statuses of the order's other attempts; `paid_elsewhere` is another
+    paid order of the same customer and package (a late payment would then be a second purchase).
     """
     signal = status_signal(status)
     now = timezone.now()
@@ -457,11 +460,17 @@ def _decide(*, order: Order, attempt: PaymentAttempt, status: dict, others: list
             fx.order_to, fx.grant = _O.PAID, True
             fx.notices.append("notice_paid")
             fx.review = f"Late payment: {attempt.midtrans_order_id} settled after the order was {order.status}."
+            also = (
+                f" The customer already owns this package through order {paid_elsewhere}: refund one of them."
+                if paid_elsewhere
+                else ""
+            )
+            fx.review += also
             fx.alerts.append(
                 (
                     f"Late payment on order {order.pk}",
                     f"Midtrans transaction {attempt.midtrans_order_id} was paid after the order became "
-                    f"{order.status}. Access was granted; check seats and follow up if needed.",
+                    f"{order.status}. Access was granted; check seats and follow up if needed.{also}",
                 )
             )
         else:
@@ -617,7 +626,17 @@ def payment_status_apply(
             return outcome
 
         others = list(order.attempts.exclude(pk=attempt.pk).values_list("status", flat=True))
-        fx = _decide(order=order, attempt=attempt, status=status, others=others)
+        paid_elsewhere = None
+        if status_signal(status) == Signal.SUCCESS and order.status not in Order.OPEN_STATUSES:
+            paid_elsewhere = (
+                Order.objects.filter(
+                    customer_email=order.customer_email, package_id=order.package_id, status__in=PAID_ORDER_STATUSES
+                )
+                .exclude(pk=order.pk)
+                .values_list("pk", flat=True)
+                .first()
+            )
+        fx = _decide(order=order, attempt=attempt, status=status, others=others, paid_elsewhere=paid_elsewhere)
         now = timezone.now()
         reason = f"{source}: Midtrans {status.get('transaction_status', '?')}"
 

@@ -400,3 +400,19 @@ def test_unknown_transaction_status_is_recorded_and_changes_nothing():
 
     assert response.status_code == 200 and response.json()["result"] == "stale"
     assert state(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
+
+
+def test_late_payment_when_the_customer_already_bought_again_is_flagged_as_a_second_purchase():
+    # given: order 1 expired, the customer bought again (order 2, paid)
+    first = make_attempt(attempt_status=A.PENDING)
+    send(midtrans_body(first.midtrans_order_id, "expire"))
+    second = make_attempt(customer_email=first.order.customer_email, package=first.order.package)
+    send(midtrans_body(second.midtrans_order_id, "settlement"))
+
+    # when: order 1's money arrives after all
+    send(midtrans_body(first.midtrans_order_id, "settlement"))
+
+    # then: both are paid (money arrived), and a person is told to refund one
+    assert state(first) == (OS.PAID, A.PAID)
+    assert f"already owns this package through order {second.order_id}" in first.order.review_reason
+    assert any("Late payment" in subject for subject in alerts(first.order))
