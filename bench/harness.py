@@ -221,10 +221,17 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def load_run(
-    *, url: str, bodies: list[bytes], concurrency: int, headers: dict | None = None, method: str = "POST"
+    *,
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    headers: dict | None = None,
+    method: str = "POST",
+    headers_per_body: list[dict] | None = None,
 ) -> LoadResult:
     """Closed loop: `concurrency` senders, each with a keep-alive connection, send the next
-    body as soon as their previous request was answered, until every body was sent once."""
+    body as soon as their previous request was answered, until every body was sent once.
+    `headers_per_body[i]` (optional) adds headers to body i only, e.g. an Idempotency-Key."""
     parts = urlsplit(url)
     headers = {"Content-Type": "application/json", **(headers or {})}
     result = LoadResult(concurrency=concurrency)
@@ -243,7 +250,8 @@ def load_run(
                 break
             started = time.perf_counter()
             try:
-                conn.request(method, parts.path, body=bodies[index], headers=headers)
+                extra = headers_per_body[index] if headers_per_body else None
+                conn.request(method, parts.path, body=bodies[index], headers={**headers, **extra} if extra else headers)
                 response = conn.getresponse()
                 response.read()
                 statuses[response.status] += 1

@@ -6,6 +6,7 @@ Thin views: parse the request, call one service, render. Every error has the sha
 
 import ipaddress
 import logging
+import unicodedata
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -287,6 +288,12 @@ class CheckoutApi(ApiView):
             if problem:
                 raise serializers.ValidationError(problem)
             return value
+
+        def validate_name(self, value):
+            # Names go into emails and WhatsApp messages: no line breaks or control characters.
+            if any(unicodedata.category(ch).startswith("C") for ch in value):
+                raise serializers.ValidationError("Nama mengandung karakter yang tidak diizinkan.")
+            return " ".join(value.split())
 
         def validate_email(self, value):
             return value.strip().lower()

@@ -223,8 +223,7 @@ def checkout_start(
         pay = order_pay(order_id=order.id)
         logger.info("checkout_reused", extra={"order_id": order.id})
         return CheckoutResult(order=pay.order, attempt=pay.attempt, created=False)
-    attempt = _attempt_snap_open(order=order, attempt=attempt)
-    order.refresh_from_db()
+    order, attempt = _attempt_snap_open(order=order, attempt=attempt)
     return CheckoutResult(order=order, attempt=attempt, created=True)
 
 
@@ -392,8 +391,7 @@ def order_pay(*, order_id: str) -> PayResult:
             return decision
         kind, value = decision
         if kind == "new":
-            attempt = _attempt_snap_open(order=value.order, attempt=value)
-            order = Order.objects.select_related("package").get(pk=order_id)
+            order, attempt = _attempt_snap_open(order=value.order, attempt=value)
             return PayResult(order=order, attempt=attempt, new_attempt=True)
         if kind == "expired":
             raise OrderExpired(order_id=order_id)
@@ -413,7 +411,8 @@ def _snap_budget_seconds() -> float:
 def _order_pay_decide(*, order_id: str):
     now = timezone.now()
     with transaction.atomic():
-        order = Order.objects.select_for_update().select_related("package").get(pk=order_id)
+        # of=("self",): lock the order row only; the package row is the capacity lock.
+        order = Order.objects.select_for_update(of=("self",)).select_related("package").get(pk=order_id)
         if order.status in PAID_STATUSES:
             raise AlreadyPaid(order_id=order.id)
         if order.status in CLOSED_STATUSES:
@@ -496,17 +495,20 @@ def snap_payload_build(*, order: Order, attempt: PaymentAttempt, now: datetime |
     }
 
 
-def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> PaymentAttempt:
-    """Ask Snap for a token for a committed `initiated` attempt; store it and make the order payable."""
+def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order, PaymentAttempt]:
+    """Ask Snap for a token for a committed `initiated` attempt; store it and make the order payable.
+
+    Returns the order and attempt as they were committed.
+    """
     payload = snap_payload_build(order=order, attempt=attempt)
     try:
         snap = midtrans.snap_create(payload=payload)
     except midtrans.MidtransError as exc:
-        _attempt_snap_failed(attempt_id=attempt.pk, error=exc)
+        _attempt_snap_failed(order_id=order.pk, attempt_id=attempt.pk, error=exc)
         raise GatewayUnavailable(order_id=order.id, retry_after=_retry_after(exc)) from exc
 
     with transaction.atomic():
-        order = Order.objects.select_for_update().select_related("package").get(pk=order.pk)
+        order = Order.objects.select_for_update(of=("self",)).select_related("package").get(pk=order.pk)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
         if attempt.status != AttemptStatus.INITIATED:
             # Another request gave up on this attempt (it took longer than every timeout).
@@ -533,17 +535,23 @@ def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> PaymentAttem
         "snap_token_issued",
         extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "amount": attempt.amount},
     )
-    return attempt
+    return order, attempt
 
 
-def _attempt_snap_failed(*, attempt_id: int, error: Exception) -> None:
+def _attempt_snap_failed(*, order_id: str, attempt_id: int, error: Exception) -> None:
     with transaction.atomic():
-        attempt = PaymentAttempt.objects.select_for_update().select_related("order").get(pk=attempt_id)
+        # Lock order: the order, then the attempt.
+        list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.status == AttemptStatus.INITIATED:
             _attempt_status_set(
                 attempt=attempt, new=AttemptStatus.FAILED, reason=f"snap create failed: {type(error).__name__}: {error}"
             )
-    logger.warning(
+    # Timeouts and 5xx are Midtrans' trouble; anything else (401: wrong server key, 400: a
+    # request Midtrans refuses) is ours and fails every checkout until someone fixes it.
+    level = logging.WARNING if isinstance(error, midtrans.MidtransUnavailable) else logging.ERROR
+    logger.log(
+        level,
         "snap_create_failed",
         extra={
             "order_id": attempt.order_id,

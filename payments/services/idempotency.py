@@ -11,6 +11,7 @@ Not stored (the row stays claimable, and remembers the order it made):
 A request that crashed leaves its lease to run out, after which a retry takes over.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -70,8 +71,12 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
     """
     now = timezone.now()
     lease_until = now + timedelta(seconds=idempotency_lease_seconds())
+    # Committed on its own, at once, so a concurrent request with the key sees the claim.
+    # In autocommit that is one INSERT (one round trip); inside a caller's transaction a
+    # savepoint keeps a duplicate key from breaking it.
+    in_transaction = transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
             record = IdempotencyRecord.objects.create(
                 scope=scope, key=key, fingerprint=fingerprint, state=State.IN_PROGRESS, locked_until=lease_until
             )

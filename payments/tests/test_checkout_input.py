@@ -122,6 +122,15 @@ def test_name_longer_than_100_characters_is_refused(api):
     assert db_state() == before
 
 
+@pytest.mark.parametrize("name", ["Budi\nSantoso", "Budi\x00", "Budi\u200eSantoso"])
+def test_name_with_control_characters_is_refused(api, name):
+    before = db_state()
+    response = post(api, checkout_body(name=name))
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"name"}
+    assert db_state() == before
+
+
 def test_inactive_package_is_a_field_error(api):
     PackageFactory(id="kelas-lama", is_active=False)
     before = db_state()

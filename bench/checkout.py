@@ -1,0 +1,254 @@
+"""Benchmark: POST /api/checkout/ end to end, against the Midtrans simulator's Snap alone.
+
+    .venv/bin/python bench/checkout.py [--clients 1 16] [--requests 200 800] [--keep-db]
+
+What runs: PostgreSQL (a scratch database `buatfilm_bench_checkout`, dropped, re-created,
+migrated), the shared bench Redis (the payment-instruction messages' Celery kicks go there
+and are flushed afterwards), the product under gunicorn (gthread workers, DEBUG off, INFO
+logs to a file as in production) and the Midtrans simulator under its own gunicorn, since
+Midtrans is a separate party.
+
+Every checkout is a new customer (distinct email) with its own Idempotency-Key, so each one
+does the full work: claim the key, validate (phone parsing, package and entitlement
+lookups), commit the order and its attempt, call Snap over HTTP, store the token and make
+the order payable with its audit rows and two outbox rows, store the response for replay.
+
+Prints, per number of concurrent clients (closed loop: each sends its next request when the
+previous one was answered): requests per second and p50/p95/p99 latency for
+  1. the simulator's Snap endpoint alone (POST /snap/v1/transactions, the same payloads), and
+  2. our checkout, which calls that same endpoint once per request;
+then the difference, which is the latency our checkout adds. Target: added p95 < 30 ms at
+16 clients. Afterwards every order is checked: PENDING_PAYMENT with an open attempt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+
+DB_NAME = "buatfilm_bench_checkout"
+PACKAGE_ID = "ai-movie-course"
+
+
+def checkout_bodies(count: int, tag: str) -> tuple[list[bytes], list[dict]]:
+    bodies, headers = [], []
+    for i in range(count):
+        bodies.append(
+            harness.json_bytes(
+                {
+                    "package_id": PACKAGE_ID,
+                    "name": "Budi Santoso",
+                    "email": f"bench-{tag}-{i}@example.com",
+                    "phone": f"0812{i % 10_000_000:08d}",
+                }
+            )
+        )
+        headers.append({"Idempotency-Key": str(uuid.uuid4())})
+    return bodies, headers
+
+
+def snap_bodies(count: int, tag: str) -> list[bytes]:
+    """What our checkout sends to Snap (see payments.services.checkout.snap_payload_build)."""
+    return [
+        harness.json_bytes(
+            {
+                "transaction_details": {"order_id": f"BF-SNAPONLY-{tag}{i:06d}-1", "gross_amount": 99000},
+                "item_details": [
+                    {
+                        "id": PACKAGE_ID,
+                        "price": 99000,
+                        "quantity": 1,
+                        "name": "Buat Film Pakai AI",
+                        "category": "course",
+                    }
+                ],
+                "customer_details": {
+                    "first_name": "Budi Santoso",
+                    "email": "budi@example.com",
+                    "phone": "+6281234567890",
+                },
+                "expiry": {"start_time": "2026-11-22 10:00:00 +0700", "unit": "minute", "duration": 1440},
+                "credit_card": {"secure": True},
+                "callbacks": {"finish": f"http://127.0.0.1/orders/BF-SNAPONLY-{tag}{i:06d}/"},
+                "custom_field1": f"BF-SNAPONLY-{tag}{i:06d}",
+            }
+        )
+        for i in range(count)
+    ]
+
+
+def _children(pid: int) -> list[int]:
+    found = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (Linux /proc), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def postgres_pids() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DB_NAME])
+        return [row[0] for row in cursor.fetchall()]
+
+
+class CpuMeter:
+    """CPU used per request by each part while one load level runs."""
+
+    def __init__(self, parts: dict[str, list[int]]):
+        self.parts = parts
+
+    def __enter__(self):
+        self.parts["postgres"] = postgres_pids()
+        self.before = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+        self.before["load generator"] = time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.parts["postgres"] = sorted(set(self.parts["postgres"]) | set(postgres_pids()))
+        self.after = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
+        self.after["load generator"] = time.process_time()
+
+    def line(self, requests: int) -> str:
+        used = {name: (self.after[name] - self.before.get(name, 0.0)) * 1000 / requests for name in self.after}
+        return "cpu per request: " + "  ".join(f"{name}={ms:.1f} ms" for name, ms in used.items())
+
+
+def check_orders(bodies: list[bytes]) -> str:
+    import json
+
+    from payments.models import Order, PaymentAttempt
+
+    emails = [json.loads(b)["email"] for b in bodies]
+    payable = Order.objects.filter(customer_email__in=emails, status=Order.Status.PENDING_PAYMENT).count()
+    opened = PaymentAttempt.objects.filter(order__customer_email__in=emails, status="open").exclude(snap_token="")
+    ok = payable == opened.count() == len(emails) == Order.objects.filter(customer_email__in=emails).count()
+    return f"check: {payable}/{len(emails)} orders PENDING_PAYMENT, {opened.count()} open attempts -> " + (
+        "OK" if ok else "MISMATCH"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests", type=int, nargs="+", default=[200, 800], help="per client level")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--sim-workers", type=int, default=1)
+    parser.add_argument("--sim-threads", type=int, default=16)
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+    if len(args.requests) != len(args.clients):
+        parser.error("--requests needs one count per --clients level")
+
+    print(f"database: PostgreSQL scratch database {DB_NAME}; Redis {harness.REDIS_URL}")
+    print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()[0]:.2f}")
+    url = harness.database_create(name=DB_NAME)
+    harness.django_setup(database_url=url)
+
+    sim_port, web_port = harness.free_port(), harness.free_port()
+    sim_base = f"http://127.0.0.1:{sim_port}/sandbox/midtrans"
+    sim_env = harness.server_env(database_url=url, port=sim_port, LOG_LEVEL="WARNING")
+    web_env = harness.server_env(
+        database_url=url,
+        port=web_port,
+        MIDTRANS_SNAP_URL=sim_base,
+        MIDTRANS_API_URL=sim_base,
+        # Every request comes from 127.0.0.1 here; the per-IP limit would answer 429.
+        CHECKOUT_RATE_LIMIT="",
+    )
+    snap_auth = {"Authorization": "Basic " + base64.b64encode(f"{harness.SERVER_KEY}:".encode()).decode()}
+
+    rows = []
+    with (
+        harness.Gunicorn(
+            env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
+        ) as sim,
+        harness.Gunicorn(
+            env=web_env, port=web_port, workers=args.web_workers, threads=args.web_threads, label="web"
+        ) as web,
+    ):
+        print(
+            f"web: gunicorn {args.web_workers} workers x {args.web_threads} threads (log {web.log_path}); "
+            f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}; load generator in this process"
+        )
+        # Warm both up (imports, connections, caches) before measuring.
+        harness.load_run(
+            url=sim_base + "/snap/v1/transactions", bodies=snap_bodies(64, "W"), concurrency=4, headers=snap_auth
+        )
+        warm, warm_headers = checkout_bodies(64, "warm")
+        harness.load_run(url=web.url + "/api/checkout/", bodies=warm, concurrency=4, headers_per_body=warm_headers)
+        print()
+        for level, (clients, count) in enumerate(zip(args.clients, args.requests, strict=True)):
+            parts = {"web": _children(web.process.pid), "simulator": _children(sim.process.pid)}
+            time.sleep(1)
+            with CpuMeter(dict(parts)) as meter:
+                snap = harness.load_run(
+                    url=sim_base + "/snap/v1/transactions",
+                    bodies=snap_bodies(count, f"L{level}"),
+                    concurrency=clients,
+                    headers=snap_auth,
+                )
+            print(harness.result_line("simulator Snap alone", snap))
+            print("   ", meter.line(count))
+            time.sleep(1)
+            bodies, headers = checkout_bodies(count, f"l{level}")
+            with CpuMeter(dict(parts)) as meter:
+                ours = harness.load_run(
+                    url=web.url + "/api/checkout/", bodies=bodies, concurrency=clients, headers_per_body=headers
+                )
+            print(harness.result_line("checkout (incl. Snap)", ours))
+            print("   ", meter.line(count))
+            added = {p: ours.percentile(p) - snap.percentile(p) for p in (50, 95, 99)}
+            print(
+                f"{'added by our checkout':<28} clients={clients:<3} "
+                f"p50=+{added[50]:.1f} ms  p95=+{added[95]:.1f} ms  p99=+{added[99]:.1f} ms"
+            )
+            print("   ", check_orders(bodies))
+            print()
+            rows.append((clients, added))
+
+    for clients, added in rows:
+        if clients == 16:
+            verdict = "met" if added[95] < 30 else "NOT met"
+            print(f"target: added p95 < 30 ms at 16 clients: measured +{added[95]:.1f} ms -> {verdict}")
+
+    import redis
+
+    redis.Redis.from_url(harness.REDIS_URL).flushdb()
+    if not args.keep_db:
+        from django.db import connections
+
+        connections.close_all()
+        harness.database_drop(name=DB_NAME)
+
+
+if __name__ == "__main__":
+    main()
