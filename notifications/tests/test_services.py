@@ -418,3 +418,21 @@ def test_resend_refuses_a_message_still_on_its_way_and_writes_nothing():
     with pytest.raises(NotificationInputError, match="does not exist"):
         notification_resend(notification_id=999999, actor="operator1")
     assert Notification.objects.count() == 1
+
+
+def test_without_a_broker_the_message_is_sent_in_process_after_the_commit(django_capture_on_commit_callbacks):
+    # given: the demo's configuration (no REDIS_URL -> Celery's eager mode)
+    from buatfilm.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        # when
+        with django_capture_on_commit_callbacks(execute=True):
+            notification = _enqueue()
+            assert mail.outbox == []  # nothing leaves before the commit
+    finally:
+        app.conf.task_always_eager = eager
+    # then
+    notification.refresh_from_db()
+    assert notification.status == "sent" and len(mail.outbox) == 1
