@@ -151,21 +151,30 @@ _CB_PROBE = "midtrans:circuit:probe"
 _CB_TTL = 24 * 3600
 
 
-def _cache_get(key, default=None):
-    # A broken cache must never break payments: the breaker then behaves as closed.
+# A broken cache must never break payments: the breaker then behaves as closed. After a
+# cache error this process leaves the cache alone for a while, so a Redis outage costs
+# each Midtrans call nothing instead of a socket timeout per breaker lookup.
+_CACHE_RETRY_AFTER = 10.0
+_cache_down_until = 0.0
+
+
+def _cache_call(fn, *args, default=None, **kwargs):
+    global _cache_down_until
+    if time.monotonic() < _cache_down_until:
+        return default
     try:
-        return cache.get(key, default)
-    except Exception:
-        logger.warning("midtrans_circuit_cache_unavailable", exc_info=True)
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        _cache_down_until = time.monotonic() + _CACHE_RETRY_AFTER
+        logger.warning(
+            "midtrans_circuit_cache_unavailable",
+            extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_after_s": _CACHE_RETRY_AFTER},
+        )
         return default
 
 
-def _cache_call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except Exception:
-        logger.warning("midtrans_circuit_cache_unavailable", exc_info=True)
-        return None
+def _cache_get(key, default=None):
+    return _cache_call(cache.get, key, default, default=default)
 
 
 def circuit_state() -> dict:
@@ -200,10 +209,10 @@ def _circuit_admit() -> bool:
 
 
 def _circuit_success(*, probe: bool) -> None:
-    if probe or _cache_get(_CB_FAILURES, 0) or _cache_get(_CB_OPENED_AT) is not None:
-        was_open = _cache_get(_CB_OPENED_AT) is not None
+    state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
+    if probe or state.get(_CB_FAILURES) or state.get(_CB_OPENED_AT) is not None:
         _cache_call(cache.delete_many, [_CB_FAILURES, _CB_OPENED_AT, _CB_PROBE])
-        if was_open:
+        if state.get(_CB_OPENED_AT) is not None:
             logger.info("midtrans_circuit_closed")
 
 

@@ -421,7 +421,8 @@ def test_breaker_state_is_shared_with_other_processes(sim, settings):
     assert out.stdout.strip().splitlines()[-1] == "open"
 
 
-def test_breaker_without_cache_behaves_closed(sim, settings):
+def test_breaker_without_cache_behaves_closed_and_stops_asking_the_cache(sim, settings, monkeypatch, caplog):
+    monkeypatch.setattr(midtrans, "_cache_down_until", 0.0)
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -429,8 +430,13 @@ def test_breaker_without_cache_behaves_closed(sim, settings):
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         }
     }
-    assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
-    assert midtrans.circuit_state()["state"] == "closed"
+    with caplog.at_level(logging.WARNING, logger="payments.midtrans"):
+        assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+        assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+        assert midtrans.circuit_state()["state"] == "closed"
+    # One failed cache lookup, then the cache is left alone for a while.
+    assert [r.getMessage() for r in caplog.records].count("midtrans_circuit_cache_unavailable") == 1
+    assert midtrans._cache_down_until > time.monotonic()
 
 
 # --- logging -----------------------------------------------------------------------------------------
