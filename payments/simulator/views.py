@@ -29,6 +29,13 @@ def _json_body(request):
         return None
 
 
+def _order_id_of(request) -> str:
+    body = _json_body(request) if request.method == "POST" else None
+    details = body.get("transaction_details") if isinstance(body, dict) else None
+    order_id = details.get("order_id") if isinstance(details, dict) else None
+    return order_id if isinstance(order_id, str) else ""
+
+
 def _api(operation: str, *, snap: bool):
     """Wraps an API view: faults, Basic auth, and a SimApiCall row per request."""
 
@@ -38,7 +45,7 @@ def _api(operation: str, *, snap: bool):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             dispatcher_ensure_started()
-            identifier = kwargs.get("identifier") or kwargs.get("token") or ""
+            identifier = kwargs.get("identifier") or kwargs.get("token") or _order_id_of(request)
             fault = faults.fault_apply()
             if fault == "down":
                 response = HttpResponse(

@@ -269,7 +269,7 @@ def test_snap_create_is_never_retried(sim):
     with pytest.raises(midtrans.MidtransServerError) as exc:
         midtrans.snap_create(payload=_payload())
     assert exc.value.http_status == 500
-    assert [c.http_status for c in sim.api_calls("snap_create")] == [500]
+    assert [(c.order_id, c.http_status) for c in sim.api_calls("snap_create")] == [(ORDER, 500)]
     assert SimTransaction.objects.count() == 0
 
 
