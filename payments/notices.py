@@ -20,6 +20,7 @@ from entitlements.services import access_link_build
 from notifications.models import Notification
 from notifications.rendering import email_render, rupiah_format, whatsapp_render
 from notifications.services import NotificationInputError, notification_enqueue
+from payments.models import PaymentEvent
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ def _enqueue_whatsapp(*, order_id: str, template: str, event: str, recipient: st
 
 
 def _bank_label(attempt) -> str:
-    """The bank of the attempt's virtual account, from the latest Midtrans payload that names it."""
-    for event in attempt.events.order_by("-received_at")[:5]:
+    """The bank of the attempt's virtual account, from the latest Midtrans payload that names it.
+
+    Looked up by Midtrans order id, not the event's foreign key: the webhook calls this while
+    the event that brought the number is still being linked to its attempt."""
+    events = PaymentEvent.objects.filter(midtrans_order_id=attempt.midtrans_order_id).order_by("-received_at")
+    for event in events[:5]:
         for payload in (event.confirmed_payload or {}, event.payload or {}):
             for entry in payload.get("va_numbers") or []:
                 if isinstance(entry, dict) and entry.get("va_number") == attempt.va_number and entry.get("bank"):

@@ -5,6 +5,7 @@ WhatsApp: notifications.backends.whatsapp.locmem); the process tests in
 test_delivery_processes.py use real workers and real sockets.
 """
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from notifications.services import (
     NotificationInputError,
     notification_claim,
     notification_enqueue,
+    notification_kick,
     notification_purge,
     notification_requeue,
     notification_resend,
@@ -436,3 +438,40 @@ def test_without_a_broker_the_message_is_sent_in_process_after_the_commit(django
     # then
     notification.refresh_from_db()
     assert notification.status == "sent" and len(mail.outbox) == 1
+
+
+@pytest.fixture
+def hung_broker():
+    """A TCP port that accepts connections and never answers: Redis frozen, or a black hole."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+
+
+def test_kick_gives_up_on_a_hung_broker_and_later_kicks_skip_it(hung_broker, celery_broker_switch, caplog):
+    # given
+    celery_broker_switch(hung_broker)
+    # when
+    started = time.monotonic()
+    first = notification_kick(notification_id=1, reference="BF-1")
+    second = notification_kick(notification_id=2, reference="BF-1")
+    elapsed = time.monotonic() - started
+    # then: bounded by the 1 s socket timeout, paid once (a liveness bound, not a benchmark)
+    assert (first, second) == (False, False)
+    assert elapsed < 3, elapsed
+    events = [r.getMessage() for r in caplog.records if r.name == "notifications.services"]
+    assert events == ["notification_kick_failed", "notification_kick_skipped"]
+
+
+def test_kick_on_a_refused_broker_fails_without_raising(celery_broker_switch):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    celery_broker_switch(f"redis://127.0.0.1:{port}/0")
+    assert notification_kick(notification_id=1) is False
