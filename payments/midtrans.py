@@ -393,11 +393,12 @@ def _request(
     midtrans_order_id: str = "",
     json_body: dict | None = None,
     read_timeout: float | None = None,
+    connect_timeout: float | None = None,
     retries: int = 0,
     status_data_codes: set[str] | None = None,
 ) -> dict:
     timeout = (
-        float(settings.MIDTRANS_CONNECT_TIMEOUT),
+        float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
         float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
     )
     attempt = 0
@@ -467,14 +468,18 @@ def snap_cancel(*, token: str) -> dict:
 def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) -> dict:
     """The status body. `status_code` "404" (unknown or no method chosen yet) and "407" are data.
 
-    Retried on timeouts and 5xx (MIDTRANS_STATUS_RETRIES extra tries); a read is safe to repeat.
+    Retried on timeouts and 5xx (MIDTRANS_STATUS_RETRIES extra tries, short backoff between
+    them); a read is safe to repeat. `timeout` (default MIDTRANS_STATUS_TIMEOUT) bounds each
+    try's connect and read, so a caller with a budget can divide it by the number of tries.
     """
+    per_try = float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout)
     return _request(
         operation="status",
         method="GET",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/status"),
         midtrans_order_id=midtrans_order_id,
-        read_timeout=float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout),
+        read_timeout=per_try,
+        connect_timeout=min(float(settings.MIDTRANS_CONNECT_TIMEOUT), per_try),
         retries=max(0, int(settings.MIDTRANS_STATUS_RETRIES)),
         status_data_codes=_STATUS_DATA_CODES,
     )
