@@ -188,6 +188,9 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # Notification delivery has its own queue, so a backlog of other work never delays it
 # (workers: `celery -A buatfilm worker -Q celery,notifications`).
 CELERY_TASK_ROUTES = {"notifications.*": {"queue": "notifications"}}
+# Workers log through LOGGING below (key=value or JSON with every extra field, e.g. order_id),
+# not Celery's own plain format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Midtrans ---------------------------------------------------------------------
 
