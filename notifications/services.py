@@ -347,6 +347,22 @@ def _notification_finish(
 # --- Sweep, alerts, retention -----------------------------------------------------------------
 
 
+NOTIFICATIONS_QUEUE = "notifications"
+
+
+def broker_queue_depth() -> int | None:
+    """Kicks waiting in the broker's notifications queue; None when unknown (eager mode, broker down)."""
+    from buatfilm.celery import app
+
+    if app.conf.task_always_eager:
+        return None
+    try:
+        with app.connection_for_write() as conn:
+            return conn.default_channel.queue_declare(queue=NOTIFICATIONS_QUEUE, passive=True).message_count
+    except Exception:  # an empty queue does not exist on Redis; a dead broker fails the kicks anyway
+        return None
+
+
 def notification_sweep() -> dict:
     """The beat job (every NOTIFICATION_SWEEP_INTERVAL): what makes broker outages and killed
     workers lose nothing. Re-kicks due messages and expired leases, buries messages whose
@@ -363,14 +379,18 @@ def notification_sweep() -> dict:
         last_error="the worker stopped during the last allowed try (lease expired)",
         updated_at=now,
     )
+    expired = Q(status=Notification.Status.SENDING, lease_expires_at__lt=now)
+    overdue = Q(
+        status=Notification.Status.PENDING,
+        next_attempt_at__lte=now - timedelta(seconds=settings.NOTIFICATION_SWEEP_GRACE),
+    )
+    # While the workers still have a full batch of kicks queued, overdue rows most likely have
+    # theirs among them: re-kicking would only add no-op tasks to a backlog. Expired leases
+    # are never in the queue, so they are always kicked.
+    depth = broker_queue_depth()
+    busy = depth is not None and depth >= settings.NOTIFICATION_SWEEP_BATCH
     due = (
-        Notification.objects.filter(
-            Q(
-                status=Notification.Status.PENDING,
-                next_attempt_at__lte=now - timedelta(seconds=settings.NOTIFICATION_SWEEP_GRACE),
-            )
-            | Q(status=Notification.Status.SENDING, lease_expires_at__lt=now)
-        )
+        Notification.objects.filter(expired if busy else expired | overdue)
         .order_by("next_attempt_at")
         .values_list("pk", "reference")[: settings.NOTIFICATION_SWEEP_BATCH]
     )
@@ -379,7 +399,7 @@ def notification_sweep() -> dict:
         if not notification_kick(notification_id=notification_id, reference=reference, force=True):
             break  # the broker is down: the rest wait for the next sweep
         kicked += 1
-    summary = {"kicked": kicked, "buried": buried, **_outbox_alerts_raise(now=now)}
+    summary = {"kicked": kicked, "buried": buried, "queue_depth": depth, **_outbox_alerts_raise(now=now)}
     logger.info("notification_sweep", extra=summary)
     return summary
 

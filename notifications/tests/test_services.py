@@ -475,3 +475,26 @@ def test_kick_on_a_refused_broker_fails_without_raising(celery_broker_switch):
         port = sock.getsockname()[1]
     celery_broker_switch(f"redis://127.0.0.1:{port}/0")
     assert notification_kick(notification_id=1) is False
+
+
+def test_sweep_leaves_overdue_rows_alone_while_a_full_batch_is_queued(settings, broker_flushed):
+    # given: the real broker (this run's Redis database) with 3 kicks waiting and no worker
+    from notifications.services import broker_queue_depth
+
+    settings.NOTIFICATION_SWEEP_BATCH = 3
+    settings.NOTIFICATION_SWEEP_GRACE = 0
+    assert broker_queue_depth() is None  # an empty queue
+    for notification_id in (900001, 900002, 900003):
+        assert notification_kick(notification_id=notification_id)
+    NotificationFactory(next_attempt_at=timezone.now() - timedelta(minutes=1))
+    NotificationFactory(
+        status="sending", attempts=1, lease_token=uuid.uuid4(), lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # when
+    summary = notification_sweep()
+    # then: only the expired lease was kicked
+    assert (summary["queue_depth"], summary["kicked"]) == (3, 1)
+    assert broker_queue_depth() == 4
+    # and once the queue drains below a batch, overdue rows are kicked again
+    settings.NOTIFICATION_SWEEP_BATCH = 10
+    assert notification_sweep()["kicked"] == 2
