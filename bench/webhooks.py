@@ -54,9 +54,8 @@ INSERT INTO midtrans_simulator_simapicall (operation, order_id, http_status, fau
 BEGIN;
 SELECT id, order_id FROM payments_paymentattempt WHERE midtrans_order_id = ':mid' ORDER BY order_id, number LIMIT 1;
 SELECT o.*, p.* FROM payments_order o INNER JOIN payments_package p ON o.package_id = p.id WHERE o.id = ':oid' LIMIT 21 FOR UPDATE OF o;
-SELECT * FROM payments_paymentattempt WHERE id = :aid LIMIT 21 FOR UPDATE;
+SELECT * FROM payments_paymentattempt WHERE order_id = ':oid' ORDER BY number ASC FOR UPDATE;
 SELECT * FROM payments_paymentevent WHERE id = :eid LIMIT 21 FOR UPDATE;
-SELECT status FROM payments_paymentattempt WHERE order_id = ':oid' AND NOT id = :aid ORDER BY order_id, number;
 INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'attempt_status_changed', 'paymentattempt', ':aid', '{{"status": "pending"}}', '{{"status": "paid", "reason": "webhook: Midtrans settlement", "event_id": 1, "order_id": "x"}}', 'bench', now()) RETURNING id;
 INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'order_status_changed', 'order', ':oid', '{{"status": "PENDING_PAYMENT"}}', '{{"status": "PAID", "reason": "webhook: Midtrans settlement", "event_id": 1}}', 'bench', now()) RETURNING id;
 UPDATE payments_paymentattempt SET status = 'paid', transaction_id = 'bench-trx', transaction_status = 'settlement', payment_type = 'bank_transfer', va_number = '12345678901', fraud_status = 'accept', updated_at = now() WHERE id = :aid;

@@ -606,7 +606,10 @@ def payment_status_apply(
         # The project's lock order: the order row, then the attempt row.
         # The package rides along (a grant needs its course) but is not locked.
         order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_pk)
+        # All of the order's attempts in one read: this one is changed, the others decide
+        # (another live one keeps the order open, another paid one makes this a double payment).
+        siblings = list(PaymentAttempt.objects.select_for_update().filter(order_id=order_pk).order_by("number"))
+        attempt = next(a for a in siblings if a.pk == attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
         )
@@ -625,7 +628,7 @@ def payment_status_apply(
             # Someone (a concurrent duplicate) applied this very event while we waited.
             return outcome
 
-        others = list(order.attempts.exclude(pk=attempt.pk).values_list("status", flat=True))
+        others = [a.status for a in siblings if a.pk != attempt.pk]
         paid_elsewhere = None
         if status_signal(status) == Signal.SUCCESS and order.status not in Order.OPEN_STATUSES:
             paid_elsewhere = (
