@@ -170,6 +170,10 @@ class Gunicorn:
             time.sleep(0.2)
         raise RuntimeError(f"gunicorn ({self.label}) did not become ready; see {self.log_path}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by gunicorn's master and workers."""
+        return process_group_cpu_seconds(self.process.pid) if self.process else 0.0
+
     def __exit__(self, *exc) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -179,6 +183,44 @@ class Gunicorn:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; it is in parentheses.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = _proc_stat_fields(pid)
+    # After the name: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS if fields else 0.0
+
+
+def process_group_cpu_seconds(pgid: int) -> float:
+    """CPU time of every live process in a process group (Linux /proc)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid:
+                total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
+
+
+def postgres_backend_pids(database: str) -> list[int]:
+    """Server processes currently connected to `database` (their CPU is the database's share)."""
+    import psycopg
+
+    with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=postgres") as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [database]).fetchall()
+    return [row[0] for row in rows]
 
 
 # --- Load generation ------------------------------------------------------------------------------

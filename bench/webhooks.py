@@ -26,6 +26,7 @@ and our throughput as a share of it. Target: p99 < 100 ms at 32 senders.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -144,6 +145,24 @@ def seed(count: int) -> list[bytes]:
     return [harness.json_bytes(sim.transaction_body(tx, for_notification=True)) for tx in transactions]
 
 
+def _cpu_snapshot(web, simulator) -> dict:
+    postgres = {pid: harness.process_cpu_seconds(pid) for pid in harness.postgres_backend_pids(DB_NAME)}
+    return {"web": web.cpu_seconds(), "simulator": simulator.cpu_seconds(), "postgres": postgres}
+
+
+def _cpu_per_request(before: dict, after: dict, requests: int) -> dict:
+    """CPU milliseconds per notification, from /proc: the cost of one, whatever else runs."""
+    postgres = sum(cpu - before["postgres"].get(pid, 0.0) for pid, cpu in after["postgres"].items())
+    costs = {
+        "web": after["web"] - before["web"],
+        "simulator": after["simulator"] - before["simulator"],
+        "postgres": postgres,
+    }
+    costs = {name: seconds * 1000 / requests for name, seconds in costs.items()}
+    costs["total"] = sum(costs.values())
+    return costs
+
+
 def check_paid(bodies: list[bytes]) -> str:
     """Every order of these notifications PAID with exactly one active entitlement?"""
     import json
@@ -208,7 +227,7 @@ def main() -> None:
     with (
         harness.Gunicorn(
             env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
-        ),
+        ) as simulator,
         harness.Gunicorn(
             env=web_env, port=web_port, workers=args.web_workers, threads=args.web_threads, label="web"
         ) as web,
@@ -224,9 +243,16 @@ def main() -> None:
         print()
         for senders, bodies in runs:
             time.sleep(1)
+            before = _cpu_snapshot(web, simulator)
             result = harness.load_run(url=web.url + "/webhooks/midtrans", bodies=bodies, concurrency=senders)
+            cpu = _cpu_per_request(before, _cpu_snapshot(web, simulator), len(bodies))
             results.append((senders, bodies, result))
             print(harness.result_line("webhook settlement", result))
+            print(
+                f"    CPU per notification: web {cpu['web']:.1f} ms, simulator {cpu['simulator']:.1f} ms, "
+                f"PostgreSQL {cpu['postgres']:.1f} ms = {cpu['total']:.1f} ms; "
+                f"{os.cpu_count()} cores alone cap this at ~{os.cpu_count() * 1000 / cpu['total']:.0f}/s"
+            )
             print("   ", check_paid(bodies))
 
     from payments.models import PaymentAttempt
