@@ -189,7 +189,10 @@ TRANSITIONS: dict[str, set[str]] = {
     Notification.Status.SENT: set(),
 }
 
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+def _worker_name() -> str:
+    # At call time: a prefork pool imports this module before forking its children.
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,7 @@ def _notification_finish(
             outcome=outcome,
             error=error,
             provider_message_id=provider_message_id,
-            worker=WORKER_NAME,
+            worker=_worker_name(),
             started_at=started_at,
             finished_at=now,
         )
