@@ -158,3 +158,32 @@ def test_malformed_phone_skips_whatsapp_but_keeps_email_and_the_transaction(capl
     # then
     assert list(Notification.objects.values_list("channel", flat=True)) == ["email"]
     assert any(r.getMessage() == "notice_skipped" and r.order_id == order.id for r in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkout_then_a_virtual_account_brings_a_second_instruction_with_the_bank(midtrans_sim):
+    """Through the real callers: checkout (payment link), then Midtrans' pending notification (BCA VA)."""
+    import requests
+
+    from payments.tests.checkout_support import checkout_body, launch_package_ensure
+
+    # given
+    launch_package_ensure()
+    midtrans_sim.pause_deliveries()
+    response = requests.post(f"{midtrans_sim.live_url}/api/checkout/", json=checkout_body(), timeout=30)
+    assert response.status_code == 201, response.text
+    order_id, token = response.json()["order_id"], response.json()["payment"]["token"]
+    # when: the customer picks BCA virtual account and Midtrans notifies "pending"
+    midtrans_sim.choose(token, "bca_va")
+    assert [n.last_http_status for n in midtrans_sim.deliver()] == [200]
+    # then
+    rows = list(Notification.objects.filter(reference=order_id).order_by("id"))
+    assert [(n.template, n.channel, n.dedupe_key.rsplit(":", 2)[1]) for n in rows] == [
+        ("payment_instructions", "email", "1"),
+        ("payment_instructions", "whatsapp", "1"),
+        ("payment_instructions", "email", "va"),
+        ("payment_instructions", "whatsapp", "va"),
+    ]
+    va_number = midtrans_sim.transaction(token).va_number
+    assert va_number and f"Nomor Virtual Account: {va_number}" in rows[2].body_text
+    assert "Bank: BCA" in rows[2].body_text and f"Virtual Account BCA *{va_number}*" in rows[3].body_text
