@@ -186,7 +186,7 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BEAT_SCHEDULE: dict = {}
 # Notification delivery has its own queue, so a backlog of other work never delays it
-# (workers: `celery -A buatfilm worker -Q celery,notifications`).
+# (the Procfile's worker consumes it: `--queues notifications,payments,celery`).
 CELERY_TASK_ROUTES = {"notifications.*": {"queue": "notifications"}}
 # Workers log through LOGGING below (key=value or JSON with every extra field, e.g. order_id),
 # not Celery's own plain format.
