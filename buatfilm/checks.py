@@ -5,10 +5,39 @@ gunicorn web process (buatfilm/wsgi.py) and Celery worker/beat (buatfilm/celery.
 all run them. Each message names the variable and says how to fix it.
 """
 
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.checks import Error, register
 
 SANDBOX_SERVER_KEY_PREFIX = "SB-Mid-server-"
+
+# Settings that must be greater than zero: (name, what it is).
+POSITIVE_SETTINGS = [
+    ("MIDTRANS_CONNECT_TIMEOUT", "seconds"),
+    ("MIDTRANS_READ_TIMEOUT", "seconds"),
+    ("MIDTRANS_STATUS_TIMEOUT", "seconds"),
+    ("MIDTRANS_BREAKER_FAILURES", "failures"),
+    ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
+    ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
+    ("DB_CONNECT_TIMEOUT", "seconds"),
+    ("DB_STATEMENT_TIMEOUT_MS", "milliseconds"),
+    ("REDIS_SOCKET_TIMEOUT", "seconds"),
+    ("ORDER_PAYMENT_WINDOW_MINUTES", "minutes"),
+    ("EMAIL_TIMEOUT", "seconds"),
+    ("WHATSAPP_TIMEOUT", "seconds"),
+]
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @register("config")
@@ -18,10 +47,11 @@ def configuration_check(app_configs=None, **kwargs):
         for name, message in settings.CONFIG_ERRORS
     ]
 
-    if not settings.DEBUG and not settings.SECRET_KEY_IS_SET:
+    # Only the local simulator demo may run on the placeholder key, and only with DEBUG on.
+    if not settings.SECRET_KEY_IS_SET and not (settings.DEBUG and settings.MIDTRANS_SIMULATOR):
         errors.append(
             Error(
-                "SECRET_KEY is not set and DEBUG is off.",
+                "SECRET_KEY is not set (only the local demo, DEBUG on with MIDTRANS_SIMULATOR on, may omit it).",
                 hint="Set SECRET_KEY to a long random value, e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`.",
                 id="buatfilm.E001",
@@ -71,6 +101,54 @@ def configuration_check(app_configs=None, **kwargs):
                 id="buatfilm.E006",
             )
         )
+    if settings.DEBUG and settings.MIDTRANS_IS_PRODUCTION:
+        errors.append(
+            Error(
+                "DEBUG=true together with MIDTRANS_IS_PRODUCTION=true.",
+                hint="Debug pages leak secrets and customer data: set DEBUG=false in production.",
+                id="buatfilm.E008",
+            )
+        )
+    if not settings.DEBUG and not settings.REDIS_URL:
+        errors.append(
+            Error(
+                "REDIS_URL is not set and DEBUG is off: without a broker, messages would be sent inside web "
+                "requests and the periodic reconciliation would never run.",
+                hint="Set REDIS_URL=redis://HOST:6379/0 (only the local demo, DEBUG on, runs tasks in-process).",
+                id="buatfilm.E009",
+            )
+        )
+    if settings.MIDTRANS_SIMULATOR and not _is_loopback(settings.PUBLIC_BASE_URL):
+        errors.append(
+            Error(
+                f"MIDTRANS_SIMULATOR=true but PUBLIC_BASE_URL={settings.PUBLIC_BASE_URL!r} is not a loopback "
+                "address: anyone could 'pay' on the simulator's page.",
+                hint="Use the simulator only locally (PUBLIC_BASE_URL=http://127.0.0.1:8000), or set "
+                "MIDTRANS_SIMULATOR=false and real Midtrans keys.",
+                id="buatfilm.E010",
+            )
+        )
+    if settings.MIDTRANS_IS_PRODUCTION:
+        for name in ("MIDTRANS_API_URL", "MIDTRANS_SNAP_URL"):
+            url = getattr(settings, name)
+            if not url.startswith("https://"):
+                errors.append(
+                    Error(
+                        f"{name}={url!r} is not https but MIDTRANS_IS_PRODUCTION=true.",
+                        hint=f"Leave {name} empty to use Midtrans' production host, or give its https URL.",
+                        id="buatfilm.E011",
+                    )
+                )
+    for name, unit in POSITIVE_SETTINGS:
+        value = getattr(settings, name)
+        if value is None or value <= 0:
+            errors.append(
+                Error(
+                    f"{name}={value!r} must be greater than zero ({unit}).",
+                    hint=f"Set {name} to a positive number or remove it to use the default (see .env.example).",
+                    id="buatfilm.E012",
+                )
+            )
     if settings.WHATSAPP_BACKEND not in {"meta", "fonnte", "console", "locmem"}:
         errors.append(
             Error(

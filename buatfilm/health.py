@@ -1,10 +1,13 @@
 """Liveness, readiness and details, per the HTTP contract.
 
-Each probe is bounded: the database by its connect and statement timeouts, Redis by
-its socket timeouts, so with a dependency down every answer still comes within 3 s.
+Each probe is bounded, so with a dependency down or hung every answer still comes
+within 3 s: the database probe runs on its own short-lived connection in a thread with
+a deadline (a pooled connection to a server that stopped answering would otherwise
+block past any connect timeout), Redis by its socket timeouts.
 """
 
 import logging
+import threading
 import time
 
 import redis
@@ -19,6 +22,10 @@ from django.views.decorators.http import require_GET
 logger = logging.getLogger(__name__)
 
 OUTBOX_BACKLOG_WARN_SECONDS = 600
+DATABASE_PROBE_DEADLINE_SECONDS = 2.5
+
+# At most one database probe in flight per process: a hung server must not pile up threads.
+_probe_lock = threading.Lock()
 
 
 def _timed(fn):
@@ -32,17 +39,34 @@ def _timed(fn):
     return result
 
 
-def check_database() -> dict:
-    def probe():
+def _database_select_one(outcome: dict) -> None:
+    # Runs in its own thread, so Django gives it its own connection, closed at the end.
+    try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute("SELECT 1")
-        return {}
+        outcome["ok"] = True
+    except Exception as exc:  # reported by the probe
+        outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        connections[DEFAULT_DB_ALIAS].close()
+        _probe_lock.release()
 
-    result = _timed(probe)
-    if not result["ok"]:
-        # Drop the broken connection so the next request reconnects instead of reusing it.
-        connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()
-    return result
+
+def check_database() -> dict:
+    def probe():
+        if not _probe_lock.acquire(blocking=False):
+            return {"ok": False, "error": "an earlier database probe is still waiting for the server"}
+        outcome: dict = {}
+        worker = threading.Thread(target=_database_select_one, args=(outcome,), daemon=True)
+        worker.start()
+        worker.join(DATABASE_PROBE_DEADLINE_SECONDS)
+        if worker.is_alive():
+            return {"ok": False, "error": f"no answer within {DATABASE_PROBE_DEADLINE_SECONDS} s"}
+        return {"ok": outcome.get("ok", False), **({"error": outcome["error"]} if "error" in outcome else {})}
+
+    # The request's own pooled connection is left alone: asking whether it is usable would
+    # itself wait on a hung server. Django's health check drops it on its next use.
+    return _timed(probe)
 
 
 def check_migrations() -> dict:

@@ -135,6 +135,9 @@ if DATABASE_IS_POSTGRES:
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"]["connect_timeout"] = DB_CONNECT_TIMEOUT
     _db["OPTIONS"]["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    # Notice a dead peer on an open (pooled) connection instead of waiting on TCP forever.
+    _db["OPTIONS"].update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    _db["OPTIONS"]["tcp_user_timeout"] = DB_STATEMENT_TIMEOUT_MS + 5000
     _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 elif DATABASE_IS_SQLITE:
     # The demo runs web and in-process tasks in one database file; wait for locks.

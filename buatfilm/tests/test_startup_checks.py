@@ -16,13 +16,16 @@ GOOD = {
     "MIDTRANS_SERVER_KEY": "SB-Mid-server-abc123",
     "MIDTRANS_IS_PRODUCTION": "false",
     "MIDTRANS_SIMULATOR": "false",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
+    "PUBLIC_BASE_URL": "https://buatfilm.example",
     "ENV_FILE": "/nonexistent",
 }
 
 
 def run_check(**overrides):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_", "DEBUG"))}
-    env.pop("SECRET_KEY", None)
+    for name in ("SECRET_KEY", "REDIS_URL", "PUBLIC_BASE_URL"):
+        env.pop(name, None)
     env.update(GOOD)
     for name, value in overrides.items():
         if value is None:
@@ -54,6 +57,27 @@ def test_good_configuration_passes():
             "buatfilm.E006",
             ["MIDTRANS_SIMULATOR", "production"],
         ),
+        (
+            {"DEBUG": "true", "MIDTRANS_IS_PRODUCTION": "true", "MIDTRANS_SERVER_KEY": "Mid-server-x"},
+            "buatfilm.E008",
+            ["DEBUG", "MIDTRANS_IS_PRODUCTION"],
+        ),
+        # the placeholder key is only for the simulator demo, even with DEBUG on
+        ({"DEBUG": "true", "SECRET_KEY": None}, "buatfilm.E001", ["SECRET_KEY"]),
+        ({"REDIS_URL": None}, "buatfilm.E009", ["REDIS_URL", "redis://"]),
+        ({"MIDTRANS_SIMULATOR": "true"}, "buatfilm.E010", ["MIDTRANS_SIMULATOR", "PUBLIC_BASE_URL"]),
+        (
+            {
+                "MIDTRANS_IS_PRODUCTION": "true",
+                "MIDTRANS_SERVER_KEY": "Mid-server-x",
+                "MIDTRANS_API_URL": "http://api.midtrans.com",
+            },
+            "buatfilm.E011",
+            ["MIDTRANS_API_URL", "https"],
+        ),
+        ({"MIDTRANS_READ_TIMEOUT": "0"}, "buatfilm.E012", ["MIDTRANS_READ_TIMEOUT", "greater than zero"]),
+        ({"MIDTRANS_BREAKER_FAILURES": "-1"}, "buatfilm.E012", ["MIDTRANS_BREAKER_FAILURES"]),
+        ({"MIDTRANS_CONNECT_TIMEOUT": "soon"}, "buatfilm.E000", ["MIDTRANS_CONNECT_TIMEOUT"]),
         ({"DATABASE_URL": "not a url at all"}, "buatfilm.E000", ["DATABASE_URL", "postgres://"]),
         ({"DATABASE_URL": "mysqlx://nobody@host/db"}, "buatfilm.E000", ["DATABASE_URL"]),
         ({"DEBUG": "maybe"}, "buatfilm.E000", ["DEBUG"]),
@@ -78,6 +102,8 @@ def test_demo_needs_no_midtrans_key():
         MIDTRANS_SERVER_KEY=None,
         MIDTRANS_SIMULATOR="true",
         SECRET_KEY=None,
+        REDIS_URL=None,
+        PUBLIC_BASE_URL="http://127.0.0.1:8000",
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
