@@ -24,7 +24,9 @@ import hashlib
 import hmac
 import logging
 import random
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -234,6 +236,62 @@ def _circuit_failure(*, probe: bool) -> None:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
+# One requests.Session per thread (a Session is not thread-safe), so consecutive calls reuse a
+# kept-alive connection: no TCP (in production TLS) handshake per call, for us or for Midtrans.
+# A connection idle for longer than this is dropped instead of reused: a server may close an idle
+# connection at any moment (gunicorn's default keep-alive is 2 s), and a request written onto a
+# connection the server is just closing fails although nothing is wrong. Under load calls follow
+# each other closely and reuse; a quiet process opens a fresh connection per call, as before.
+_KEEPALIVE_IDLE_SECONDS = 1.0
+
+_thread_http = threading.local()
+# Every thread's session (weakly: a finished thread's session goes with it), for http_sessions_close().
+_sessions: weakref.WeakSet = weakref.WeakSet()
+_sessions_lock = threading.Lock()
+# requests' environment settings (proxies, CA bundle) per base URL, read once per process instead
+# of scanning os.environ on every call; the per-thread sessions do not read the environment.
+_env_settings_by_base: dict[str, dict] = {}
+
+
+def _session() -> requests.Session:
+    session = getattr(_thread_http, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # the environment is applied from _env_settings() instead
+        _thread_http.session, _thread_http.used_at = session, time.monotonic()
+        with _sessions_lock:
+            _sessions.add(session)
+    elif time.monotonic() - _thread_http.used_at > _KEEPALIVE_IDLE_SECONDS:
+        session.close()  # drops the idle connections; the session opens new ones on demand
+    return session
+
+
+def _session_used() -> None:
+    _thread_http.used_at = time.monotonic()
+
+
+def _env_settings(url: str) -> dict:
+    parts = url.split("/", 3)
+    base = "/".join(parts[:3])
+    found = _env_settings_by_base.get(base)
+    if found is None:
+        with requests.Session() as probe:  # trust_env on: exactly what requests.request() would use
+            found = probe.merge_environment_settings(base + "/", {}, None, None, None)
+        _env_settings_by_base[base] = found
+    return found
+
+
+def http_sessions_close() -> None:
+    """Close every thread's kept-alive connections to Midtrans.
+
+    For test teardown: a server thread of pytest-django's live_server serves one connection
+    until the client closes it, and holds its own database connection meanwhile.
+    """
+    with _sessions_lock:
+        sessions = list(_sessions)
+    for session in sessions:
+        session.close()
+
 
 def _auth_header() -> str:
     token = base64.b64encode(f"{settings.MIDTRANS_SERVER_KEY}:".encode()).decode()
@@ -320,20 +378,21 @@ def _request_once(
     error: MidtransError | None = None
     body = None
     try:
-        response = requests.request(
+        env = _env_settings(url)
+        response = _session().request(
             method,
             url,
             json=json_body,
             headers={
                 "Accept": "application/json",
                 "Content-Type": "application/json",
-                # Each call uses a fresh connection (no shared session across threads), so say so:
-                # a lingering keep-alive socket would pin a server thread after the answer.
-                "Connection": "close",
                 "Authorization": _auth_header(),
             },
             timeout=timeout,
             allow_redirects=False,
+            proxies=env["proxies"],
+            verify=env["verify"],
+            cert=env["cert"],
         )
         http_status = response.status_code
         try:
@@ -341,7 +400,8 @@ def _request_once(
         except ValueError:
             body = None
         finally:
-            response.close()
+            response.close()  # the body was read whole: the connection goes back to the pool
+            _session_used()
         error = _error_for(
             operation=operation,
             midtrans_order_id=midtrans_order_id,

@@ -174,3 +174,13 @@ def midtrans_sim_alone(midtrans_sim, settings):
     """`midtrans_sim` with only the simulator's routes served (the simulator's own tests use this)."""
     settings.ROOT_URLCONF = "payments.simulator.standalone_urls"
     return midtrans_sim
+
+
+@pytest.fixture(autouse=True)
+def _midtrans_http_sessions_closed():
+    # The Midtrans client keeps connections alive per thread; a live_server thread serves a kept
+    # connection (holding a database connection) until the client closes it.
+    yield
+    from payments import midtrans
+
+    midtrans.http_sessions_close()
