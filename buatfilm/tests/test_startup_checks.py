@@ -109,11 +109,19 @@ def test_demo_needs_no_midtrans_key():
 
 
 @pytest.mark.slow
-def test_gunicorn_refuses_to_start_on_bad_configuration():
+@pytest.mark.parametrize(
+    ("process", "args", "missing"),
+    [
+        ("gunicorn", ["buatfilm.wsgi:application", "--bind", "127.0.0.1:0"], "MIDTRANS_SERVER_KEY"),
+        ("celery", ["-A", "buatfilm", "worker", "--pool", "solo"], "SECRET_KEY"),
+        ("celery", ["-A", "buatfilm", "beat"], "SECRET_KEY"),
+    ],
+)
+def test_web_worker_and_beat_refuse_to_start_on_bad_configuration(process, args, missing):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_"))}
-    env.update(GOOD, MIDTRANS_SERVER_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings")
+    env.update(GOOD, DJANGO_SETTINGS_MODULE="buatfilm.settings", **{missing: ""})
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "gunicorn"), "buatfilm.wsgi:application", "--bind", "127.0.0.1:0"],
+        [str(Path(sys.executable).parent / process), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -121,22 +129,5 @@ def test_gunicorn_refuses_to_start_on_bad_configuration():
         timeout=60,
     )
     assert result.returncode != 0
-    assert "MIDTRANS_SERVER_KEY" in result.stderr
-    assert "refuses to start" in result.stderr
-
-
-@pytest.mark.slow
-def test_celery_worker_refuses_to_start_on_bad_configuration():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "DJANGO_", "DATABASE_"))}
-    env.update(GOOD, SECRET_KEY="", DJANGO_SETTINGS_MODULE="buatfilm.settings", REDIS_URL="redis://127.0.0.1:6379/15")
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "celery"), "-A", "buatfilm", "worker", "--pool", "solo"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert "SECRET_KEY" in result.stderr
+    assert missing in result.stderr
     assert "refuses to start" in result.stderr
