@@ -98,17 +98,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (Linux /proc), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process (Linux /proc), in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgres_pids() -> list[int]:
@@ -120,25 +116,33 @@ def postgres_pids() -> list[int]:
 
 
 class CpuMeter:
-    """CPU used per request by each part while one load level runs."""
+    """CPU used per request by each part while one load level runs. Approximate: a process
+    that exits during the run (a PostgreSQL backend closed early) takes its share with it."""
 
     def __init__(self, parts: dict[str, list[int]]):
         self.parts = parts
 
-    def __enter__(self):
+    def _sample(self) -> dict[str, dict[int, float]]:
         self.parts["postgres"] = postgres_pids()
-        self.before = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
-        self.before["load generator"] = time.process_time()
+        samples = {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in self.parts.items()}
+        return {name: {pid: cpu for pid, cpu in sample.items() if cpu is not None} for name, sample in samples.items()}
+
+    def __enter__(self):
+        self.before = self._sample()
+        self.before_self = time.process_time()
         return self
 
     def __exit__(self, *exc):
-        self.parts["postgres"] = sorted(set(self.parts["postgres"]) | set(postgres_pids()))
-        self.after = {name: cpu_seconds(pids) for name, pids in self.parts.items()}
-        self.after["load generator"] = time.process_time()
+        self.after = self._sample()
+        self.after_self = time.process_time()
 
     def line(self, requests: int) -> str:
-        used = {name: (self.after[name] - self.before.get(name, 0.0)) * 1000 / requests for name in self.after}
-        return "cpu per request: " + "  ".join(f"{name}={ms:.1f} ms" for name, ms in used.items())
+        used = {
+            name: sum(cpu - self.before.get(name, {}).get(pid, 0.0) for pid, cpu in sample.items())
+            for name, sample in self.after.items()
+        }
+        used["load generator"] = self.after_self - self.before_self
+        return "cpu per request: " + "  ".join(f"{name}={s * 1000 / requests:.1f} ms" for name, s in used.items())
 
 
 def check_orders(bodies: list[bytes]) -> str:
@@ -163,6 +167,12 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=16)
+    parser.add_argument(
+        "--snap-latency-ms",
+        type=int,
+        default=0,
+        help="make the simulator's Snap answer this much later (its latency fault), as a real gateway would",
+    )
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     if len(args.requests) != len(args.clients):
@@ -199,6 +209,13 @@ def main() -> None:
             f"web: gunicorn {args.web_workers} workers x {args.web_threads} threads (log {web.log_path}); "
             f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}; load generator in this process"
         )
+        if args.snap_latency_ms:
+            harness.request_once(
+                sim_base + "/_faults",
+                body=harness.json_bytes({"latency_ms": args.snap_latency_ms}),
+                headers={"Content-Type": "application/json"},
+            )
+            print(f"simulator latency fault: every Snap call answers after {args.snap_latency_ms} ms")
         # Warm both up (imports, connections, caches) before measuring.
         harness.load_run(
             url=sim_base + "/snap/v1/transactions", bodies=snap_bodies(64, "W"), concurrency=4, headers=snap_auth

@@ -377,3 +377,38 @@ def test_inactive_launch_package_cannot_be_bought(api):
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"package_id": "Paket ini sedang tidak dijual."}
     assert db_state() == before
+
+
+def test_pay_replaces_an_attempt_whose_request_died_before_snap_answered(api):
+    # given an attempt left `initiated` longer than any Snap call can take (its process died)
+    order = OrderFactory(status=OrderStatus.CREATED)
+    stale = PaymentAttemptFactory(order=order, status="initiated")
+    PaymentAttempt.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    # when
+    response = api.post(f"/api/orders/{order.id}/pay/", {}, format="json")
+
+    # then
+    assert response.status_code == 201
+    stale.refresh_from_db()
+    assert stale.status == "failed" and "abandoned" in stale.last_error
+    assert PaymentAttempt.objects.get(order=order, number=2).status == "open"
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.PENDING_PAYMENT
+
+
+def test_pay_while_another_request_is_calling_snap_waits_then_asks_to_retry(api, settings):
+    # given another request's Snap call in flight (a fresh `initiated` attempt) and short timeouts
+    settings.MIDTRANS_CONNECT_TIMEOUT = 0.1
+    settings.MIDTRANS_READ_TIMEOUT = 0.2
+    order = OrderFactory(status=OrderStatus.CREATED)
+    PaymentAttemptFactory(order=order, status="initiated")
+    before = db_state()
+
+    # when
+    response = api.post(f"/api/orders/{order.id}/pay/", {}, format="json")
+
+    # then it waited for that call instead of opening a second transaction at Midtrans
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "payment_gateway_unavailable"
+    assert response["Retry-After"] == "2"
+    assert db_state() == before
