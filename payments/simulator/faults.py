@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 
+from django.db import transaction
 from django.db.models import F
 
 from payments.simulator.models import SimFault
@@ -26,8 +27,8 @@ def fault_as_dict(fault: SimFault) -> dict:
     return {name: getattr(fault, name) for name in FAULT_FIELDS}
 
 
-def fault_set(**changes) -> SimFault:
-    """Change some fault settings (the others stay); raises ValueError on a bad value."""
+def fault_clean(changes: dict) -> dict:
+    """The changes, checked and typed; raises ValueError on an unknown name or a bad value."""
     unknown = set(changes) - set(FAULT_FIELDS)
     if unknown:
         raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
@@ -49,19 +50,30 @@ def fault_set(**changes) -> SimFault:
             if name == "timeout_seconds" and not 0.0 < value <= 300.0:
                 raise ValueError("timeout_seconds must be between 0 and 300")
             cleaned[name] = float(value)
-    fault = fault_get()
-    for name, value in cleaned.items():
-        setattr(fault, name, value)
-    fault.save()
+    return cleaned
+
+
+def fault_set(*, reset: bool = False, **changes) -> SimFault:
+    """Change some fault settings (the others stay, or go back to their defaults with `reset`).
+
+    Everything is validated before anything is written, and the reset and the changes are
+    one transaction: a bad value raises ValueError and leaves the faults as they were.
+    """
+    cleaned = fault_clean(changes)
+    with transaction.atomic():
+        fault_get()
+        fault = SimFault.objects.select_for_update().get(pk=1)
+        if reset:
+            for name in FAULT_FIELDS:
+                setattr(fault, name, SimFault._meta.get_field(name).default)
+        for name, value in cleaned.items():
+            setattr(fault, name, value)
+        fault.save()
     return fault
 
 
 def fault_reset() -> SimFault:
-    fault = fault_get()
-    for name in FAULT_FIELDS:
-        setattr(fault, name, SimFault._meta.get_field(name).default)
-    fault.save()
-    return fault
+    return fault_set(reset=True)
 
 
 def fault_apply() -> str:

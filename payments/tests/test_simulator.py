@@ -369,9 +369,36 @@ def test_fault_command(sim, capsys):
     assert _status(sim).status_code == 500
     call_command("midtrans_sim_faults", "--reset")
     assert _status(sim).status_code == 200
+
+
+def _fault_values():
+    return {k: v for k, v in SimFault.objects.values().get(pk=1).items() if k != "updated_at"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--error-rate", "1.5"],
+        ["--reset", "--error-rate", "5"],  # the reset must not happen before the bad value is seen
+        ["--reset", "--latency-ms", "-1"],
+        ["--reset", "--timeout-seconds", "0"],
+    ],
+)
+def test_fault_command_bad_value_changes_nothing(sim, args):
+    # Non-default faults first, so a reset that slipped through would show.
+    call_command("midtrans_sim_faults", "--latency-ms", "7", "--error-rate", "0.25", "--timeout-seconds", "9")
+    before = _fault_values()
+    assert (before["latency_ms"], before["error_rate"], before["timeout_seconds"]) == (7, 0.25, 9.0)
     with pytest.raises(CommandError):
-        call_command("midtrans_sim_faults", "--error-rate", "1.5")
-    assert SimFault.objects.get(pk=1).error_rate == 0.0
+        call_command("midtrans_sim_faults", *args)
+    assert _fault_values() == before
+
+
+def test_fault_command_reset_and_set_together(sim, capsys):
+    call_command("midtrans_sim_faults", "--latency-ms", "7", "--down")
+    call_command("midtrans_sim_faults", "--reset", "--error-rate", "0.5")
+    fault = SimFault.objects.get(pk=1)
+    assert (fault.latency_ms, fault.down, fault.error_rate) == (0, False, 0.5)
 
 
 # --- the simulator is not served unless switched on --------------------------------------------------------

@@ -31,15 +31,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if options["reset"]:
-            faults.fault_reset()
-        changes = {
-            name: options[name]
-            for name in ("latency_ms", "error_rate", "fail_next", "timeout", "timeout_seconds", "down")
-            if options.get(name) is not None
-        }
+        changes = {name: options[name] for name in faults.FAULT_FIELDS if options.get(name) is not None}
         try:
-            fault = faults.fault_set(**changes) if changes else faults.fault_get()
+            # Validated before anything is written; --reset and the changes are one transaction,
+            # so a bad value leaves the faults exactly as they were.
+            if changes or options["reset"]:
+                fault = faults.fault_set(reset=options["reset"], **changes)
+            else:
+                fault = faults.fault_get()
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(json.dumps(faults.fault_as_dict(fault)))
