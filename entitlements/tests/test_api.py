@@ -64,12 +64,26 @@ def test_missing_or_wrong_token_is_refused(header):
     assert "active" not in response.json()
 
 
-def test_no_token_configured_refuses_everyone(settings):
+@pytest.mark.parametrize(
+    "header",
+    # "Bearer  " (two spaces) presents an empty token that the header parsing lets through:
+    # it equals the blank setting, so only the "no token configured" guard can refuse it.
+    ["Bearer ", "Bearer  ", "bearer  ", "Bearer \t"],
+)
+def test_no_token_configured_refuses_everyone(settings, header):
+    # given: no token configured, and an entitlement the caller would like to read
     settings.ENTITLEMENTS_API_TOKEN = ""
+    entitlement_grant(email="budi@example.com", course_code="c", order_id="BF-4", reason="x")
+    before = list(Entitlement.objects.values())
 
-    response = _get({"email": "budi@example.com", "course": "c"}, header="Bearer ")
+    # when: the caller presents an empty token, which matches the blank setting
+    response = _get({"email": "budi@example.com", "course": "c"}, header=header)
 
+    # then: the API is closed, not open; nothing is revealed or changed
     assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert "active" not in response.json()
+    assert list(Entitlement.objects.values()) == before
 
 
 @pytest.mark.parametrize(

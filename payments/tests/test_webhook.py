@@ -147,13 +147,20 @@ def test_bad_signature_is_401_with_a_log_line_and_a_counter_and_nothing_stored(a
 
 
 def test_without_a_server_key_every_notification_is_refused(attempt, settings):
-    body = midtrans_body(attempt.midtrans_order_id, "settlement")  # validly signed with the test key
+    # given: no server key configured, and a body "signed" with that empty key, as anyone can
+    # compute it: the signature itself checks out, so only the fail-closed guard can refuse it
     settings.MIDTRANS_SERVER_KEY = ""
+    body = midtrans_body(attempt.midtrans_order_id, "settlement", server_key="")
     before = snapshot()
+    counted = rejected("no_server_key")
 
+    # when
     response = post_raw(json.dumps(body))
 
+    # then
     assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert rejected("no_server_key") == counted + 1
     assert snapshot() == before
 
 
