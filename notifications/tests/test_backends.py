@@ -162,9 +162,22 @@ def test_fonnte_sends_text_with_country_code_and_no_rewrite(fonnte_settings):
     [
         # Fonnte answers failures with HTTP 200 and "status": false
         (Reply(status=200, body={"status": False, "reason": "invalid token"}), PermanentError),
+        (Reply(status=200, body={"status": False, "reason": "token invalid"}), PermanentError),
         (Reply(status=200, body={"status": False, "reason": "target invalid"}), PermanentError),
+        (Reply(status=200, body={"status": False, "reason": "number not registered on whatsapp"}), PermanentError),
+        (Reply(status=200, body={"status": False, "reason": "target required"}), PermanentError),
         (Reply(status=200, body={"status": False, "reason": "device disconnected"}), TransientError),
+        # "invalid" in it, yet only the device needs reconnecting: transient wins
+        (
+            Reply(
+                status=200, body={"status": False, "reason": "request invalid on disconnected device", "requestid": 1}
+            ),
+            TransientError,
+        ),
+        (Reply(status=200, body={"status": False, "reason": "Device Not Connected"}), TransientError),
         (Reply(status=200, body={"status": False, "reason": "insufficient quota"}), TransientError),
+        (Reply(status=200, body={"status": False, "reason": "rate limit exceeded, try again later"}), TransientError),
+        (Reply(status=200, body={"status": False, "reason": "something new from Fonnte"}), TransientError),
         (Reply(status=500, body={}), TransientError),
         (Reply(status=429, body={}, headers={"Retry-After": "30"}), TransientError),
         (Reply(status=401, body={"status": False}), PermanentError),

@@ -11,8 +11,45 @@ from django.conf import settings
 from notifications.backends import PermanentError, TransientError
 from notifications.backends.whatsapp import e164_digits
 
-# Reasons that no retry can fix (Fonnte's wording, matched case-insensitively).
-PERMANENT_REASONS = ("token", "invalid", "required", "not registered", "not exist")
+# Fonnte's reasons are free text, matched case-insensitively as phrases, never single words:
+# "request invalid on disconnected device" contains "invalid" yet only needs the device
+# reconnected. Transient phrases are matched FIRST, so a reason naming both wins as transient.
+# The operator or Fonnte fixes these; the message waits for its next try.
+TRANSIENT_REASONS = (
+    "disconnect",  # "device disconnected", "request invalid on disconnected device"
+    "not connected",
+    "quota",  # "insufficient quota", "quota exceeded"
+    "rate limit",
+    "too many",
+    "try again",
+    "please wait",
+    "timeout",
+)
+# Reasons that no retry can fix: the token, the target number, or our request itself.
+PERMANENT_REASONS = (
+    "invalid token",
+    "token invalid",
+    "unknown user",
+    "invalid device",
+    "target invalid",
+    "invalid target",
+    "not registered",  # the number has no WhatsApp account
+    "not exist",
+    "required",  # "target required", "message required": our request is malformed
+)
+
+
+def reason_classify(reason: str) -> str:
+    """Classify a Fonnte failure reason as "transient" or "permanent".
+
+    Unknown reasons are transient: the retry schedule is bounded, so an unknown permanent
+    one still ends as a dead letter, while a wrongly permanent one would lose the message."""
+    text = " ".join(reason.lower().split())
+    if any(phrase in text for phrase in TRANSIENT_REASONS):
+        return "transient"
+    if any(phrase in text for phrase in PERMANENT_REASONS):
+        return "permanent"
+    return "transient"
 
 
 def send(*, notification) -> str:
@@ -47,7 +84,6 @@ def send(*, notification) -> str:
         return str(ids[0] if isinstance(ids, list) and ids else ids or body.get("requestid", ""))
     reason = str(body.get("reason") or body.get("detail") or "no reason given")
     text = f"Fonnte HTTP {response.status_code}: {reason}"
-    if response.status_code in (401, 403) or any(word in reason.lower() for word in PERMANENT_REASONS):
+    if response.status_code in (401, 403) or reason_classify(reason) == "permanent":
         raise PermanentError(text)
-    # Disconnected device, quota, rate limits: the operator or Fonnte fixes these, the message waits.
     raise TransientError(text, retry_after=retry_after)
