@@ -3,8 +3,8 @@
 Thin on purpose: parse, verify, hand to payments.services.events, map the outcome to the
 answer Midtrans' retry policy needs (reference §3): 200 recorded (new, duplicate, stale,
 orphan); 400 malformed (2 retries); 401 bad signature (nothing stored); 503 transient
-(4 retries, and the event stays recorded for the sweep). Never a redirect, never a 500
-for an expected condition.
+(4 retries, and the event stays recorded for the sweep), also for anything unexpected.
+Never a redirect, never a 500.
 """
 
 import json
@@ -51,6 +51,29 @@ def _reject(request, *, status: int, reason: str, code: str, message: str, order
 @csrf_exempt
 @require_POST
 def midtrans_notification(request):
+    try:
+        return _notification_handle(request)
+    except Exception:
+        # Anything unexpected (a bug, a library raising what we did not foresee) must not be a
+        # 500: Midtrans retries a 500 once, a 503 four times, and the sweep picks up whatever
+        # was recorded. The traceback goes to the log.
+        logger.exception(
+            "webhook_unexpected_error",
+            extra={"midtrans_order_id": _claimed_order_id(request), "remote_addr": request.META.get("REMOTE_ADDR", "")},
+        )
+        return _error(503, "internal_error", "The notification could not be handled now; retry later.")
+
+
+def _claimed_order_id(request) -> str:
+    try:
+        payload = json.loads(request.body)
+    except Exception:
+        return ""
+    order_id = payload.get("order_id") if isinstance(payload, dict) else None
+    return order_id[:50] if _is_text(order_id) else ""
+
+
+def _notification_handle(request):
     try:
         payload = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):

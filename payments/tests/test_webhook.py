@@ -180,3 +180,37 @@ def test_get_is_not_allowed_and_changes_nothing(attempt):
 
     assert response.status_code == 405
     assert snapshot() == before
+
+
+def test_unexpected_error_outside_the_apply_step_is_503_with_a_traceback_logged(attempt, settings, monkeypatch, caplog):
+    # given: confirmation on, and the status read failing in a way nobody foresaw (not a
+    # Midtrans error, not a database error): outside the apply step, so nothing catches it there
+    from payments.services import events
+
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+
+    def status_confirm_broken(*, midtrans_order_id):
+        raise KeyError("transaction_status")
+
+    monkeypatch.setattr(events, "status_confirm", status_confirm_broken)
+    body = midtrans_body(attempt.midtrans_order_id, "settlement")
+    before_order = list(Order.objects.values("id", "status", "paid_at", "needs_review"))
+    before_attempt = list(PaymentAttempt.objects.values("id", "status", "transaction_id", "va_number"))
+
+    # when
+    with caplog.at_level("ERROR", logger="payments.webhooks"):
+        response = post_raw(json.dumps(body))
+
+    # then: 503 (Midtrans retries it 4 times, a 500 only once), never a 500
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "internal_error"
+    assert response["Retry-After"]
+    # the traceback is logged with the order id
+    lines = [r for r in caplog.records if r.getMessage() == "webhook_unexpected_error"]
+    assert len(lines) == 1 and lines[0].exc_info is not None
+    assert lines[0].midtrans_order_id == attempt.midtrans_order_id
+    # nothing was applied; the notification stays recorded, unprocessed, for the sweep
+    assert list(Order.objects.values("id", "status", "paid_at", "needs_review")) == before_order
+    assert list(PaymentAttempt.objects.values("id", "status", "transaction_id", "va_number")) == before_attempt
+    assert Entitlement.objects.count() == 0
+    assert list(PaymentEvent.objects.values_list("result", flat=True)) == ["received"]
