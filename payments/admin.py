@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 
 from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
@@ -64,9 +65,29 @@ class OrderAdmin(ReadOnlyModelAdmin):
     actions = ["sync_from_midtrans"]
 
     # The order stays read-only: this action asks Midtrans and applies what it says, through
-    # the same service as the webhook, audited with the operator's username.
+    # the same service as the webhook, audited with the operator's username. It calls
+    # Midtrans and can change payment state, so it needs its own permission, not "view".
+    SYNC_PERMISSION = "payments.sync_order"
+    SYNC_REFUSED = (
+        "Sync from Midtrans needs the permission 'Can sync order from Midtrans' (payments.sync_order); "
+        "ask an administrator to grant it. Nothing was synced or changed."
+    )
+
     def has_sync_permission(self, request):
-        return request.user.is_active and request.user.is_staff and self.has_view_permission(request)
+        return request.user.is_active and request.user.is_staff and request.user.has_perm(self.SYNC_PERMISSION)
+
+    def changelist_view(self, request, extra_context=None):
+        # Without the permission the action is not offered, and Django would silently ignore a
+        # posted one; say clearly why nothing happened instead.
+        if (
+            request.method == "POST"
+            and request.POST.get("action") == "sync_from_midtrans"
+            and self.has_view_permission(request)
+            and not self.has_sync_permission(request)
+        ):
+            self.message_user(request, self.SYNC_REFUSED, level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().changelist_view(request, extra_context)
 
     @admin.action(description="Sync from Midtrans", permissions=["sync"])
     def sync_from_midtrans(self, request, queryset):

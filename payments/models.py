@@ -136,6 +136,9 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # "Sync from Midtrans" calls Midtrans and may change payment state (expire a
+        # transaction there, mark the order paid or expired): more than viewing allows.
+        permissions = [("sync_order", "Can sync order from Midtrans")]
         indexes = [
             models.Index(fields=["status", "expires_at"], name="order_status_expires_idx"),
             models.Index(fields=["customer_email"], name="order_email_idx"),

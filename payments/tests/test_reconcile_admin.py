@@ -23,6 +23,15 @@ def sim(midtrans_sim, settings):
 @pytest.fixture
 def operator(client, django_user_model):
     user = django_user_model.objects.create_user("siti", "siti@example.com", "pw-for-tests", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "sync_order"]))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer(client, django_user_model):
+    """Staff who may look at orders but not sync them."""
+    user = django_user_model.objects.create_user("andi", "andi@example.com", "pw-for-tests", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_order"))
     client.force_login(user)
     return client
@@ -75,6 +84,28 @@ def test_sync_action_is_refused_to_a_user_without_view_permission(sim, client, d
 
     assert response.status_code == 403
     assert payment_state() == before
+
+
+def test_sync_action_is_refused_clearly_to_a_view_only_user_and_changes_nothing(sim, viewer):
+    # given: a payment settled at Midtrans that a sync would apply, and a staff user who may only view
+    attempt = sim_attempt_create()
+    sim.pay(attempt.midtrans_order_id)
+    midtrans_calls = len(sim.api_calls())
+    before = payment_state(), AuditEntry.objects.count()
+
+    # when
+    response = sync(viewer, attempt.order_id)
+
+    # then: a clear refusal naming the permission; Midtrans not asked, nothing changed or audited
+    assert response.status_code == 200
+    messages = [str(m) for m in response.context["messages"]]
+    assert any("payments.sync_order" in m and "Nothing was synced" in m for m in messages)
+    assert len(sim.api_calls()) == midtrans_calls
+    assert (payment_state(), AuditEntry.objects.count()) == before
+    assert refreshed(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
+    # and the action is not even offered to them
+    page = viewer.get(reverse("admin:payments_order_changelist"))
+    assert page.status_code == 200 and b"sync_from_midtrans" not in page.content
 
 
 def test_order_admin_stays_read_only_for_the_operator(sim, operator):
