@@ -128,6 +128,17 @@ def configuration_check(app_configs=None, **kwargs):
                 id="buatfilm.E010",
             )
         )
+    if settings.MIDTRANS_IS_PRODUCTION and not settings.MIDTRANS_CONFIRM_WITH_STATUS_API:
+        errors.append(
+            Error(
+                "MIDTRANS_CONFIRM_WITH_STATUS_API=false together with MIDTRANS_IS_PRODUCTION=true: the "
+                "signature does not cover transaction_status, so an edited notification body would decide "
+                "whether an order is paid.",
+                hint="Set MIDTRANS_CONFIRM_WITH_STATUS_API=true (the default) in production; turn it off only "
+                "against the sandbox or the simulator.",
+                id="buatfilm.E013",
+            )
+        )
     if settings.MIDTRANS_IS_PRODUCTION:
         for name in ("MIDTRANS_API_URL", "MIDTRANS_SNAP_URL"):
             url = getattr(settings, name)

@@ -82,6 +82,15 @@ def test_good_configuration_passes():
         ({"DATABASE_URL": "mysqlx://nobody@host/db"}, "buatfilm.E000", ["DATABASE_URL"]),
         ({"DEBUG": "maybe"}, "buatfilm.E000", ["DEBUG"]),
         ({"WHATSAPP_BACKEND": "pigeon"}, "buatfilm.E007", ["WHATSAPP_BACKEND", "meta"]),
+        (
+            {
+                "MIDTRANS_IS_PRODUCTION": "true",
+                "MIDTRANS_SERVER_KEY": "Mid-server-x",
+                "MIDTRANS_CONFIRM_WITH_STATUS_API": "false",
+            },
+            "buatfilm.E013",
+            ["MIDTRANS_CONFIRM_WITH_STATUS_API", "MIDTRANS_IS_PRODUCTION"],
+        ),
     ],
 )
 def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_id, names):
@@ -131,3 +140,11 @@ def test_web_worker_and_beat_refuse_to_start_on_bad_configuration(process, args,
     assert result.returncode != 0
     assert missing in result.stderr
     assert "refuses to start" in result.stderr
+
+
+def test_confirmation_may_be_off_against_the_sandbox():
+    # given/when: the sandbox (not production) with confirmation off, e.g. for a local test setup
+    result = run_check(MIDTRANS_CONFIRM_WITH_STATUS_API="false")
+
+    # then
+    assert result.returncode == 0, result.stdout + result.stderr
