@@ -169,3 +169,81 @@ def configuration_check(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+# Every message the services render, with the channels it has: (template, has WhatsApp text).
+NOTIFICATION_TEMPLATES = [
+    ("payment_instructions", True),
+    ("payment_received", True),
+    ("order_expired", False),
+    ("refund_processed", False),
+    ("operator_alert", False),
+    ("outbox_alert", False),
+]
+
+
+def _sample_contexts() -> list[dict]:
+    """Data shaped like payments.notices' and the outbox alert's contexts: once with every
+    optional value present, once with each one empty, so both sides of each {% if %} render."""
+    from django.utils import timezone
+
+    full = {
+        "customer_name": "Budi Santoso",
+        "order_id": "BF-20261122-7K3QX9AB",
+        "package_name": "Buat Film Pakai AI",
+        "amount": "Rp99.000",
+        "expires_at": timezone.now(),
+        "payment_url": "https://app.midtrans.com/snap/v4/redirection/sample-token",
+        "va_number": "12345678901",
+        "bank": "BCA",
+        "access_link": "https://kelas.example/ai-movie-course?token=sample",
+        "shop_url": "https://buatfilm.example/",
+        "refunded_amount": "Rp49.000",
+        "fully_refunded": True,
+        "subject": "Sample alert",
+        "body": "Sample alert body.",
+        "admin_url": "https://buatfilm.example/admin/",
+    }
+    empty = full | {"va_number": "", "bank": "", "fully_refunded": False, "order_id": ""}
+    return [full, empty]
+
+
+@register("config")
+def notification_templates_check(app_configs=None, **kwargs):
+    """A message that cannot be rendered (a missing or broken template, a bad COURSE_ACCESS_URL)
+    fails inside the payment transaction and rolls the settlement back: every paid order would
+    answer 503 until it is fixed. Render each one now, so the process refuses to start instead."""
+    from entitlements.services import access_link_build
+    from notifications.rendering import email_render, whatsapp_render
+
+    errors = []
+    try:
+        access_link_build(email="budi@example.com", course_code="ai-movie-course")
+    except Exception as exc:
+        errors.append(
+            Error(
+                f"COURSE_ACCESS_URL={settings.COURSE_ACCESS_URL!r} cannot be filled in with the course and "
+                f"the token ({type(exc).__name__}: {exc}).",
+                hint="Use only the placeholders {course} and {token} (write {{ and }} for a literal brace), "
+                "e.g. https://kelas.example/{course}?token={token}; or leave it empty for the default.",
+                id="buatfilm.E014",
+            )
+        )
+    for template, has_whatsapp in NOTIFICATION_TEMPLATES:
+        for context in _sample_contexts():
+            try:
+                email_render(template=template, context=context)
+                if has_whatsapp:
+                    whatsapp_render(template=template, context=context)
+            except Exception as exc:
+                errors.append(
+                    Error(
+                        f"Notification template {template!r} cannot be rendered ({type(exc).__name__}: {exc}).",
+                        hint=f"Fix templates/notifications/{template}/ (subject.txt, email.txt, email.html"
+                        + (", whatsapp.txt" if has_whatsapp else "")
+                        + "): every file must exist and render.",
+                        id="buatfilm.E015",
+                    )
+                )
+                break  # one message per template is enough
+    return errors

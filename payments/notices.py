@@ -7,7 +7,12 @@ enqueue each message once. Rendering happens here, once; notifications stores th
 result and knows nothing of orders.
 
 A message that cannot be enqueued (a malformed phone number, say) is logged as an
-error and skipped: it must never abort the payment transaction around it.
+error and skipped: it must never abort the payment transaction around it. A message
+that cannot be rendered (a broken template, a COURSE_ACCESS_URL with an unknown
+placeholder) is a configuration error and does raise: the transaction rolls back and
+the event is kept for a retry, rather than a paid customer silently never getting the
+access link. The start-up checks (buatfilm/checks.py, E014/E015) render every message
+once with sample data, so such a configuration refuses to start instead.
 """
 
 import hashlib

@@ -1,6 +1,7 @@
 """Each misconfiguration refuses to start with a message naming the variable and the fix."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,13 @@ def test_good_configuration_passes():
             "buatfilm.E013",
             ["MIDTRANS_CONFIRM_WITH_STATUS_API", "MIDTRANS_IS_PRODUCTION"],
         ),
+        # a placeholder that access_link_build does not fill: KeyError inside every settlement
+        (
+            {"COURSE_ACCESS_URL": "https://kelas.example/{course}/{lesson}?token={token}"},
+            "buatfilm.E014",
+            ["COURSE_ACCESS_URL", "lesson", "{course}", "{token}"],
+        ),
+        ({"COURSE_ACCESS_URL": "https://kelas.example/{course?token={token}"}, "buatfilm.E014", ["COURSE_ACCESS_URL"]),
     ],
 )
 def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_id, names):
@@ -148,3 +156,58 @@ def test_confirmation_may_be_off_against_the_sandbox():
 
     # then
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_notification_templates_render_at_start_up():
+    # given: the shipped templates and the default COURSE_ACCESS_URL
+    from buatfilm.checks import notification_templates_check
+
+    # when
+    errors = notification_templates_check()
+
+    # then
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "content"),
+    [
+        ("payment_received", "email.txt", "Halo {{ customer_name }} {% if %}"),  # syntax error
+        ("payment_instructions", "whatsapp.txt", "Bayar {{ amount|no_such_filter }}"),  # unknown filter
+        ("order_expired", "subject.txt", "{% include 'notifications/order_expired/gone.txt' %}"),  # missing file
+    ],
+)
+def test_a_broken_notification_template_refuses_to_start_naming_it(settings, tmp_path, template, name, content):
+    # given: a broken copy of one template in front of the shipped ones
+    from buatfilm.checks import notification_templates_check
+
+    broken = tmp_path / "notifications" / template / name
+    broken.parent.mkdir(parents=True)
+    broken.write_text(content)
+    settings.TEMPLATES = [settings.TEMPLATES[0] | {"DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}]
+
+    # when
+    errors = notification_templates_check()
+
+    # then: one error, naming the template and where to fix it
+    assert [e.id for e in errors] == ["buatfilm.E015"]
+    assert repr(template) in errors[0].msg
+    assert f"templates/notifications/{template}/" in errors[0].hint
+
+
+def test_a_missing_notification_template_refuses_to_start(settings, tmp_path):
+    # given: a template set without the refund email (as if its directory was renamed)
+    from buatfilm.checks import notification_templates_check
+
+    shipped = Path(settings.TEMPLATES[0]["DIRS"][0])
+    copy = tmp_path / "templates"
+    shutil.copytree(shipped, copy)
+    shutil.rmtree(copy / "notifications" / "refund_processed")
+    settings.TEMPLATES = [settings.TEMPLATES[0] | {"DIRS": [copy], "APP_DIRS": False}]
+
+    # when
+    errors = notification_templates_check()
+
+    # then
+    assert [e.id for e in errors] == ["buatfilm.E015"]
+    assert "'refund_processed'" in errors[0].msg and "TemplateDoesNotExist" in errors[0].msg
