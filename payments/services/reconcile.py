@@ -11,6 +11,11 @@ goes through, in this order:
    applied.
 Every status read goes through payments.services.events.payment_status_apply, the same
 function the webhook and the admin use. Everything is safe to run twice or concurrently.
+
+Only Midtrans being unavailable (timeout, 5xx, breaker open) stops a sweep: the next one
+resumes. Any other Midtrans error (a 404, a 400, a refused action) concerns one item: it is
+recorded on the report, logged and kept on the attempt, and the sweep goes on, so one odd
+transaction cannot keep every other payment waiting.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class _MidtransDown(Exception):
 
 
 def _read_status(attempt: PaymentAttempt) -> dict:
+    """The attempt's status at Midtrans. Raises _MidtransDown when Midtrans is unavailable;
+    any other MidtransError is about this attempt and is left to the caller (_item_sync)."""
     try:
         return midtrans.transaction_status(midtrans_order_id=attempt.midtrans_order_id)
     except midtrans.MidtransUnavailable as exc:
@@ -107,10 +114,12 @@ def attempt_sync(
     report = report if report is not None else ReconcileReport(dry_run=dry_run)
     attempt = PaymentAttempt.objects.select_related("order").get(pk=attempt_id)
     order = attempt.order
-    status = _read_status(attempt)
     report.checked += 1
     if not dry_run:
+        # Stamped before the read, so an attempt whose read fails also moves to the back of
+        # the oldest-checked-first queues instead of being first again on every sweep.
         PaymentAttempt.objects.filter(pk=attempt.pk).update(status_checked_at=timezone.now())
+    status = _read_status(attempt)
 
     due = order.expires_at <= timezone.now() or order.status not in Order.OPEN_STATUSES
     signal = status_signal(status)
@@ -144,6 +153,42 @@ def attempt_sync(
         raise EventProcessingFailed(f"{attempt.midtrans_order_id}: {type(exc).__name__}: {exc}") from exc
     report.record(outcome)
     return outcome
+
+
+def _item_sync(*, attempt_id: int, actor: str, dry_run: bool, report: ReconcileReport, label: str, **kwargs) -> None:
+    """attempt_sync for one item of a sweep: a failure of this item is recorded and the sweep
+    goes on; only Midtrans being unavailable (_MidtransDown) stops it."""
+    try:
+        attempt_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, **kwargs)
+    except EventProcessingFailed as exc:
+        report.errors.append(f"{label}: {exc}")
+    except midtrans.MidtransUnavailable as exc:
+        raise _MidtransDown(str(exc)) from exc
+    except midtrans.MidtransError as exc:
+        _midtrans_error_record(attempt_id=attempt_id, exc=exc, report=report, label=label, dry_run=dry_run)
+
+
+def _midtrans_error_record(
+    *, attempt_id: int, exc: midtrans.MidtransError, report: ReconcileReport, label: str, dry_run: bool
+) -> None:
+    attempt = PaymentAttempt.objects.filter(pk=attempt_id).values("order_id", "midtrans_order_id").first() or {}
+    text = f"Midtrans {exc.operation or 'call'} failed: {type(exc).__name__}"
+    text += f" (HTTP {exc.http_status})" if exc.http_status else ""
+    text += f": {exc}"
+    report.errors.append(f"{label} ({attempt.get('midtrans_order_id', '?')}): {text}")
+    logger.warning(
+        "reconcile_midtrans_error",
+        extra={
+            "order_id": attempt.get("order_id"),
+            "midtrans_order_id": attempt.get("midtrans_order_id"),
+            "operation": exc.operation,
+            "error": type(exc).__name__,
+            "http_status": exc.http_status,
+            "detail": str(exc)[:500],
+        },
+    )
+    if not dry_run:
+        PaymentAttempt.objects.filter(pk=attempt_id).update(last_error=f"{timezone.now().isoformat()} {text}"[:2000])
 
 
 def _close_at_midtrans(*, attempt: PaymentAttempt, signal: Signal, report: ReconcileReport) -> dict:
@@ -182,10 +227,14 @@ def order_sync(
         _events_sweep(report=report, actor=actor, since=None, dry_run=dry_run, order_id=order_id)
         attempts = PaymentAttempt.objects.filter(order_id=order_id).order_by("number")
         for attempt_id in attempts.values_list("pk", flat=True):
-            try:
-                attempt_sync(attempt_id=attempt_id, actor=actor, source=source, dry_run=dry_run, report=report)
-            except EventProcessingFailed as exc:
-                report.errors.append(str(exc))
+            _item_sync(
+                attempt_id=attempt_id,
+                actor=actor,
+                source=source,
+                dry_run=dry_run,
+                report=report,
+                label=f"order {order_id}",
+            )
         report.record(order_expire(order_id=order_id, actor=actor, dry_run=dry_run))
     except _MidtransDown as exc:
         report.errors.append(f"Midtrans unavailable: {exc}")
@@ -303,10 +352,7 @@ def _due_orders_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bo
     for order_id in orders.order_by("expires_at").values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]:
         live = PaymentAttempt.objects.filter(order_id=order_id, status__in=PaymentAttempt.LIVE_STATUSES)
         for attempt_id in live.order_by("number").values_list("pk", flat=True):
-            try:
-                attempt_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report)
-            except EventProcessingFailed as exc:
-                report.errors.append(f"order {order_id}: {exc}")
+            _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"order {order_id}")
         outcome = order_expire(order_id=order_id, actor=actor, dry_run=dry_run)
         report.record(outcome)
 
@@ -322,10 +368,7 @@ def _stale_attempts_sweep(*, report: ReconcileReport, actor: str, since, dry_run
         attempts = attempts.filter(created_at__gte=since)
     ids = attempts.order_by(F("status_checked_at").asc(nulls_first=True), "updated_at").values_list("pk", flat=True)
     for attempt_id in ids[: settings.RECONCILE_BATCH_SIZE]:
-        try:
-            attempt_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report)
-        except EventProcessingFailed as exc:
-            report.errors.append(f"attempt {attempt_id}: {exc}")
+        _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"attempt {attempt_id}")
 
 
 def _log(report: ReconcileReport, *, scope: str) -> None:

@@ -1,0 +1,223 @@
+"""The reconciliation sweep's own rules, with Midtrans replaced at its edge (payments.midtrans):
+which items it reads, in which order, what it does when Midtrans refuses or errs on one item.
+The simulator-backed tests in test_reconcile.py cover the happy paths over real HTTP."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+
+from entitlements.models import Entitlement
+from payments import midtrans
+from payments.models import AuditEntry, Order, PaymentAttempt
+from payments.services import reconcile
+from payments.tests.factories import OrderFactory, PaymentAttemptFactory
+from payments.tests.midtrans_payloads import midtrans_body
+from payments.tests.payment_support import payment_state, refreshed
+
+pytestmark = pytest.mark.django_db
+
+OS, A = Order.Status, PaymentAttempt.Status
+
+
+def attempt_make(*, status=A.PENDING, order_status=OS.PENDING_PAYMENT, due=False, idle_hours=2, **kw):
+    """An attempt with a Snap token; `due`: its order's payment window passed; `idle_hours`:
+    how long ago it last changed (the stale sweep waits RECONCILE_STALE_MINUTES)."""
+    order = OrderFactory(status=order_status, **kw)
+    if due:
+        Order.objects.filter(pk=order.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    attempt = PaymentAttemptFactory(order=order, status=status, snap_token=f"tok-{order.pk}")
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(updated_at=timezone.now() - timedelta(hours=idle_hours))
+    attempt.refresh_from_db()
+    return attempt
+
+
+class FakeMidtrans:
+    """payments.midtrans at its edge: status answers per Midtrans order id (a body, a callable
+    returning one, or an exception to raise), and a log of every call."""
+
+    def __init__(self, monkeypatch, answers: dict):
+        self.answers = answers
+        self.calls: list[tuple[str, str]] = []
+        self.cancel_error: Exception | None = None
+        monkeypatch.setattr(midtrans, "transaction_status", self.status)
+        monkeypatch.setattr(midtrans, "transaction_expire", self.expire)
+        monkeypatch.setattr(midtrans, "snap_cancel", self.snap_cancel)
+
+    def status(self, *, midtrans_order_id, timeout=None):
+        self.calls.append(("status", midtrans_order_id))
+        answer = self.answers[midtrans_order_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer() if callable(answer) else answer
+
+    def expire(self, *, midtrans_order_id):
+        self.calls.append(("expire", midtrans_order_id))
+        self.answers[midtrans_order_id] = midtrans_body(midtrans_order_id, "expire")
+        return {"status_code": "407", "transaction_status": "expire"}
+
+    def snap_cancel(self, *, token):
+        self.calls.append(("snap_cancel", token))
+        if self.cancel_error is not None:
+            raise self.cancel_error
+        return {"canceled_at": "2026-11-22 10:00:00"}
+
+    def reads(self, midtrans_order_id: str) -> int:
+        return self.calls.count(("status", midtrans_order_id))
+
+
+# --- One item's Midtrans error never stops the sweep (finding 1) -------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        midtrans.MidtransNotFound("Midtrans answered HTTP 404", operation="status", http_status=404),
+        midtrans.MidtransValidationError("bad request", operation="status", http_status=400),
+        midtrans.MidtransUnauthorized("Access denied", operation="status", http_status=401),
+    ],
+    ids=["http-404", "http-400", "http-401"],
+)
+def test_a_midtrans_error_on_one_attempt_is_recorded_and_the_sweep_goes_on(monkeypatch, error):
+    # given: the oldest stale attempt makes Midtrans answer an error; another one was settled
+    poison = attempt_make(status=A.OPEN, idle_hours=5)
+    settled = attempt_make(status=A.PENDING, idle_hours=2)
+    fake = FakeMidtrans(
+        monkeypatch,
+        {
+            poison.midtrans_order_id: error,
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: the settled payment is applied, the error is reported and kept on its attempt
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+    assert Entitlement.objects.get(order_id=settled.order_id).status == "active"
+    assert not report.stopped_early
+    assert len(report.errors) == 1 and poison.midtrans_order_id in report.errors[0]
+    assert type(error).__name__ in report.errors[0]
+    assert refreshed(poison) == (OS.PENDING_PAYMENT, A.OPEN)
+    poison.refresh_from_db()
+    assert type(error).__name__ in poison.last_error and poison.status_checked_at is not None
+    assert fake.reads(poison.midtrans_order_id) == 1
+
+
+def test_the_erring_attempt_goes_to_the_back_of_the_queue(monkeypatch, settings):
+    # given: a batch of one, and the oldest stale attempt erring at Midtrans on every read
+    settings.RECONCILE_BATCH_SIZE = 1
+    poison = attempt_make(status=A.PENDING, idle_hours=5)
+    settled = attempt_make(status=A.PENDING, idle_hours=2)
+    FakeMidtrans(
+        monkeypatch,
+        {
+            poison.midtrans_order_id: midtrans.MidtransValidationError("bad request", http_status=400),
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when: two sweeps
+    first = reconcile.reconcile_run()
+    reconcile.reconcile_run(now=timezone.now() + timedelta(minutes=10))
+
+    # then: the first read the erring one, the second got to the settled one
+    assert len(first.errors) == 1
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+
+
+def test_periodic_task_goes_on_after_a_midtrans_error_on_one_attempt(monkeypatch):
+    # given
+    from payments.tasks import payments_reconcile
+
+    poison = attempt_make(status=A.PENDING, idle_hours=5)
+    settled = attempt_make(status=A.PENDING, idle_hours=2)
+    FakeMidtrans(
+        monkeypatch,
+        {
+            poison.midtrans_order_id: midtrans.MidtransValidationError("rejected", operation="status", http_status=400),
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when
+    result = payments_reconcile.apply(throw=True).get()
+
+    # then
+    assert result["errors"] == 1 and result["changed"] >= 1
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+
+
+def test_midtrans_unavailable_still_stops_the_sweep_and_changes_nothing(monkeypatch):
+    # given: Midtrans times out on the first read
+    first = attempt_make(status=A.PENDING, idle_hours=5)
+    second = attempt_make(status=A.PENDING, idle_hours=2)
+    fake = FakeMidtrans(
+        monkeypatch,
+        {
+            first.midtrans_order_id: midtrans.MidtransTimeout("read timeout", operation="status"),
+            second.midtrans_order_id: midtrans_body(second.midtrans_order_id, "settlement"),
+        },
+    )
+    before = payment_state()
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: stopped at once; the next sweep resumes
+    assert report.stopped_early
+    assert fake.reads(second.midtrans_order_id) == 0
+    assert payment_state() == before
+
+
+def test_due_order_whose_attempt_errs_is_left_open_and_the_other_due_orders_are_closed(monkeypatch):
+    # given: two orders past their window; Midtrans errs on the first one's attempt
+    poison = attempt_make(status=A.PENDING, due=True)
+    Order.objects.filter(pk=poison.order_id).update(expires_at=timezone.now() - timedelta(days=1))
+    other = attempt_make(status=A.PENDING, due=True)
+    fake = FakeMidtrans(
+        monkeypatch,
+        {
+            poison.midtrans_order_id: midtrans.MidtransNotFound("HTTP 404", operation="status", http_status=404),
+            other.midtrans_order_id: midtrans_body(other.midtrans_order_id, "pending"),
+        },
+    )
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: the other one was expired at Midtrans and here; the erring one is left as it was
+    assert ("expire", other.midtrans_order_id) in fake.calls
+    assert refreshed(other) == (OS.EXPIRED, A.EXPIRED)
+    assert refreshed(poison) == (OS.PENDING_PAYMENT, A.PENDING)
+    assert any(poison.midtrans_order_id in line for line in report.errors)
+
+
+def test_admin_sync_answers_a_midtrans_error_with_a_clear_message(monkeypatch, client, django_user_model):
+    # given: an operator allowed to sync, and Midtrans refusing the status read of the order
+    user = django_user_model.objects.create_user("siti", "siti@example.com", "pw-for-tests", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "sync_order"]))
+    client.force_login(user)
+    attempt = attempt_make(status=A.PENDING)
+    FakeMidtrans(
+        monkeypatch,
+        {attempt.midtrans_order_id: midtrans.MidtransNotFound("HTTP 404", operation="status", http_status=404)},
+    )
+    before = payment_state()
+
+    # when
+    response = client.post(
+        reverse("admin:payments_order_changelist"),
+        {"action": "sync_from_midtrans", "_selected_action": [attempt.order_id]},
+        follow=True,
+    )
+
+    # then: a page with the error, not a 500; no payment state changed (the request is audited)
+    assert response.status_code == 200
+    messages = [str(m) for m in response.context["messages"]]
+    assert any(attempt.order_id in m and "MidtransNotFound" in m and "HTTP 404" in m for m in messages)
+    assert payment_state() == before
+    assert AuditEntry.objects.filter(action="order_synced_from_midtrans", actor="siti").count() == 1
