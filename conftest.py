@@ -23,3 +23,12 @@ def _clear_cache():
     _cache_clear_own_keys()
     yield
     _cache_clear_own_keys()
+
+
+@pytest.fixture(autouse=True)
+def _midtrans_sim_dispatcher_not_autostarted():
+    # A web process with MIDTRANS_SIMULATOR on starts the simulator's delivery thread on its first
+    # request; in tests only when a test asks for it (the midtrans_sim fixture turns it on).
+    from payments.simulator.dispatcher import dispatcher_autostart
+
+    dispatcher_autostart(False)

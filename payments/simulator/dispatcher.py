@@ -2,9 +2,13 @@
 
 A row per delivery, with its due time and attempts, so deliveries survive restarts and
 retries can be watched. A daemon thread in the web process drains the queue; it is
-started lazily by the first simulator request (never at import, so `migrate` and the
-Celery worker start none). The trigger command drains synchronously instead. Claims are
-conditional UPDATEs, so several gunicorn workers (each with a thread) never send a row twice.
+started by the first request of any kind a web process serves while MIDTRANS_SIMULATOR
+is on (Django's request_started signal, connected in apps.py), so after a restart the
+retries and expiries already scheduled go on without waiting for a simulator call. Never
+at import, so `migrate`, other management commands and the Celery worker start none; the
+tests start it only when they ask (the midtrans_sim fixture). The trigger command drains
+synchronously instead. Claims are conditional UPDATEs, so several gunicorn workers (each
+with a thread) never send a row twice.
 
 Midtrans' behaviour that is reproduced (reference §3): POST with `User-Agent: Veritrans`,
 JSON body; any 2xx is success; retries by the answer: 500 -> 1, 503 -> 4, 400/404 -> 2,
@@ -231,14 +235,29 @@ def dispatcher_running() -> bool:
 _autostart = True
 
 
-def dispatcher_autostart(enabled: bool) -> None:
-    """Let (or stop) simulator requests start the thread; tests that deliver by hand turn it off."""
+def dispatcher_autostart(enabled: bool) -> bool:
+    """Let (or stop) requests start the thread; returns the previous setting.
+
+    The test suite turns it off for every test (conftest.py); tests that want the thread
+    turn it on (the midtrans_sim fixture), tests that deliver by hand turn it off again.
+    """
     global _autostart
-    _autostart = enabled
+    previous, _autostart = _autostart, enabled
+    return previous
+
+
+def dispatcher_on_request(sender, **kwargs) -> None:
+    """request_started receiver: the first request a web process serves starts its thread.
+
+    Any request, not only a simulator call: after a restart the queue (retries, expiries)
+    must drain even if nobody calls the simulator. Cheap when the thread runs already.
+    """
+    if _autostart and not dispatcher_running() and settings.MIDTRANS_SIMULATOR:
+        dispatcher_ensure_started()
 
 
 def dispatcher_ensure_started() -> None:
-    """Start this process's delivery thread once (the web process calls this on simulator requests)."""
+    """Start this process's delivery thread once (see dispatcher_on_request)."""
     global _thread
     if not _autostart or dispatcher_running():
         return

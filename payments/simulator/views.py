@@ -16,7 +16,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from payments.simulator import faults, services
-from payments.simulator.dispatcher import dispatcher_ensure_started
 from payments.simulator.models import SimApiCall, SimTransaction
 
 _SERVER_ERROR = "Sorry, we encountered internal server error. We will fix this soon."
@@ -44,7 +43,6 @@ def _api(operation: str, *, snap: bool):
         @never_cache
         @wraps(view)
         def wrapped(request, *args, **kwargs):
-            dispatcher_ensure_started()
             identifier = kwargs.get("identifier") or kwargs.get("token") or _order_id_of(request)
             fault = faults.fault_apply()
             if fault == "down":
@@ -185,7 +183,6 @@ def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 
 @never_cache
 @require_GET
 def payment_page(request, token):
-    dispatcher_ensure_started()
     tx = SimTransaction.objects.filter(token=token).first()
     if tx is None:
         return _page(request, None, error="Sesi pembayaran tidak ditemukan atau sudah tidak berlaku.", status=404)
@@ -194,7 +191,6 @@ def payment_page(request, token):
 
 @require_POST
 def payment_method(request, token):
-    dispatcher_ensure_started()
     try:
         services.method_choose(token=token, method=request.POST.get("method", ""))
     except services.SimStateError as exc:
@@ -205,7 +201,6 @@ def payment_method(request, token):
 @require_POST
 def payment_action(request, token):
     """Pay, let expire, get denied, or go back to the shop; then Midtrans' redirect to the finish URL."""
-    dispatcher_ensure_started()
     action = request.POST.get("action", "")
     try:
         if action == "back":

@@ -153,11 +153,12 @@ def midtrans_sim(live_server, settings):
     settings.MIDTRANS_SNAP_URL = base
     settings.MIDTRANS_API_URL = base
     settings.MIDTRANS_NOTIFICATION_URL = f"{live_server.url}/webhooks/midtrans"
-    dispatcher_autostart(True)
+    # The sender thread starts with the live server's first request (as in a web process).
+    autostart_before = dispatcher_autostart(True)
     yield MidtransSim(live_url=live_server.url, base_url=base, notification_url=settings.MIDTRANS_NOTIFICATION_URL)
     # Stop the sender before the test database is flushed under it.
     dispatcher_stop()
-    dispatcher_autostart(True)
+    dispatcher_autostart(autostart_before)
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -224,6 +225,46 @@ def test_background_sender_delivers_without_being_asked(midtrans_sim_alone, rece
     body = json.loads(received[0]["raw"])
     assert body["transaction_status"] == "pending"
     _assert_signed(body)
+
+
+def test_first_request_of_any_kind_starts_the_sender_which_drains_what_was_scheduled(
+    midtrans_sim_alone, receiver, settings
+):
+    from payments.simulator import dispatcher
+
+    settings.MIDTRANS_NOTIFICATION_URL = f"{receiver.url}/hook"
+    # As a web process finds the queue after a restart: a notification due, a pending
+    # transaction past its expiry time, and no sender thread yet.
+    dispatcher.dispatcher_autostart(False)
+    snap = _create()
+    midtrans_sim_alone.choose(snap.token, "gopay")
+    SimTransaction.objects.filter(order_id=ORDER).update(expiry_time=timezone.now() - timedelta(seconds=1))
+    assert not dispatcher.dispatcher_running()
+
+    dispatcher.dispatcher_autostart(True)
+    response = requests.get(f"{midtrans_sim_alone.live_url}/not-a-simulator-path", timeout=10)
+
+    assert response.status_code == 404
+    assert dispatcher.dispatcher_running()
+    receiver.wait_for(2)
+    assert [b["transaction_status"] for b in receiver.bodies()] == ["pending", "expire"]
+    assert SimTransaction.objects.get(order_id=ORDER).transaction_status == "expire"
+
+
+def test_sender_is_not_started_by_commands_nor_with_the_simulator_off(midtrans_sim_alone, receiver, settings):
+    from payments.simulator import dispatcher
+
+    settings.MIDTRANS_NOTIFICATION_URL = f"{receiver.url}/hook"
+    dispatcher.dispatcher_autostart(False)
+    _create()
+    dispatcher.dispatcher_autostart(True)
+    call_command("midtrans_sim", ORDER, "settlement", "--no-send")
+    call_command("midtrans_sim_faults")
+    assert not dispatcher.dispatcher_running()
+    settings.MIDTRANS_SIMULATOR = False
+    requests.get(f"{midtrans_sim_alone.live_url}/not-a-simulator-path", timeout=10)
+    assert not dispatcher.dispatcher_running()
+    assert receiver.received == []
 
 
 def test_notification_url_is_read_at_send_time(sim, receiver, settings):
