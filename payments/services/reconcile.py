@@ -8,7 +8,10 @@ goes through, in this order:
    unpaid, expired (or its Snap session cancelled) there, so a late payment cannot start;
    then the order is marked EXPIRED;
 4. attempts live (open, pending, challenge) longer than RECONCILE_STALE_MINUTES: read and
-   applied.
+   applied;
+5. attempts we closed (expired, failed) for which a pending notification arrived since we
+   last read them, on orders that can no longer be paid: a virtual account created late is
+   expired at Midtrans, so no money can start for an order we call expired.
 Every status read goes through payments.services.events.payment_status_apply, the same
 function the webhook and the admin use. Everything is safe to run twice or concurrently.
 
@@ -70,6 +73,10 @@ class ReconcileReport:
         )
 
 
+# Attempts we gave up on; Midtrans may still report one pending (see attempt_sync).
+CLOSED_ATTEMPT_STATUSES = (PaymentAttempt.Status.EXPIRED, PaymentAttempt.Status.FAILED)
+
+
 class _MidtransDown(Exception):
     """Midtrans is unreachable (or the breaker is open): stop this sweep, the next one resumes."""
 
@@ -123,20 +130,17 @@ def attempt_sync(
 
     due = order.expires_at <= timezone.now() or order.status not in Order.OPEN_STATUSES
     signal = status_signal(status)
-    if (
-        close_if_due
-        and due
-        and attempt.status in PaymentAttempt.LIVE_STATUSES
-        and signal
-        in (
-            Signal.PENDING,
-            Signal.NONE,
-        )
-    ):
+    live_unpaid = attempt.status in PaymentAttempt.LIVE_STATUSES and signal in (Signal.PENDING, Signal.NONE)
+    # Closed here, yet pending at Midtrans (a virtual account created after we gave up on the
+    # attempt): while the order cannot be paid any more, no money may start for it either.
+    closed_but_pending = attempt.status in CLOSED_ATTEMPT_STATUSES and signal == Signal.PENDING
+    if close_if_due and due and (live_unpaid or closed_but_pending):
         if dry_run:
             report.note(f"{attempt.midtrans_order_id}: would close it at Midtrans ({signal}) and expire it")
             return None
         status = _close_at_midtrans(attempt=attempt, signal=signal, report=report)
+        if status is None:
+            return None  # the Snap session could not be closed: the attempt stays live, the next sweep retries
         signal = status_signal(status)
 
     if signal == Signal.NONE:
@@ -191,8 +195,21 @@ def _midtrans_error_record(
         PaymentAttempt.objects.filter(pk=attempt_id).update(last_error=f"{timezone.now().isoformat()} {text}"[:2000])
 
 
-def _close_at_midtrans(*, attempt: PaymentAttempt, signal: Signal, report: ReconcileReport) -> dict:
-    """Make sure Midtrans will take no money for this attempt any more; return its status then."""
+def _snap_session_gone(exc: midtrans.MidtransError) -> bool:
+    """A refused Snap cancel that still means no payment can start on the token."""
+    text = " ".join([str(exc), *exc.messages]).lower()
+    return "already canceled" in text or "already cancelled" in text or "token not found" in text
+
+
+def _close_at_midtrans(*, attempt: PaymentAttempt, signal: Signal, report: ReconcileReport) -> dict | None:
+    """Make sure Midtrans will take no money for this attempt any more; return its status then.
+
+    None when the attempt has no transaction at Midtrans yet and its Snap session could not
+    be cancelled ("Transaction is on progress": the customer is choosing a method right
+    now): nothing may be expired here then, or a virtual account created a moment later
+    would stay payable at Midtrans for an order we call expired. The next sweep tries again.
+    """
+    closed = True  # no Snap token: no customer can have the payment page
     try:
         if signal == Signal.PENDING:
             midtrans.transaction_expire(midtrans_order_id=attempt.midtrans_order_id)
@@ -203,14 +220,27 @@ def _close_at_midtrans(*, attempt: PaymentAttempt, signal: Signal, report: Recon
     except midtrans.MidtransUnavailable as exc:
         raise _MidtransDown(str(exc)) from exc
     except midtrans.MidtransError as exc:
-        # 412 "cannot modify the status" / "Transaction is on progress": it moved on
-        # (maybe paid) between our read and our action. The fresh read below decides.
+        # 412 "cannot modify the status" / "Transaction is on progress": it moved on (maybe
+        # paid) between our read and our action. The fresh read below decides.
+        closed = signal != Signal.PENDING and _snap_session_gone(exc)
         logger.info(
             "reconcile_close_refused",
-            extra={"order_id": attempt.order_id, "midtrans_order_id": attempt.midtrans_order_id, "error": str(exc)},
+            extra={
+                "order_id": attempt.order_id,
+                "midtrans_order_id": attempt.midtrans_order_id,
+                "operation": exc.operation,
+                "error": str(exc),
+            },
         )
+        if signal != Signal.PENDING and not closed:
+            report.errors.append(
+                f"{attempt.midtrans_order_id}: Midtrans refused to cancel the Snap session ({exc}); "
+                "left open, the next sweep tries again"
+            )
     status = _read_status(attempt)
     if status_signal(status) == Signal.NONE:
+        if not closed:
+            return None
         return _expired_locally_status(attempt, "no Midtrans transaction; Snap session closed")
     return status
 
@@ -278,6 +308,7 @@ def reconcile_run(
         _events_sweep(report=report, actor=actor, since=since, dry_run=dry_run)
         _due_orders_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
         _stale_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
+        _late_pending_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
     except _MidtransDown as exc:
         report.errors.append(f"Midtrans unavailable, sweep stopped: {exc}")
         report.stopped_early = True
@@ -368,6 +399,29 @@ def _stale_attempts_sweep(*, report: ReconcileReport, actor: str, since, dry_run
         attempts = attempts.filter(created_at__gte=since)
     ids = attempts.order_by(F("status_checked_at").asc(nulls_first=True), "updated_at").values_list("pk", flat=True)
     for attempt_id in ids[: settings.RECONCILE_BATCH_SIZE]:
+        _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"attempt {attempt_id}")
+
+
+# Midtrans' longest transaction expiry: a pending notice older than that is for a VA long dead.
+_LATE_PENDING_WINDOW = timedelta(days=7)
+
+
+def _late_pending_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, now: datetime) -> None:
+    """Closed attempts that Midtrans reported pending (recorded as stale) since we last read them."""
+    events = (
+        PaymentEvent.objects.filter(
+            result=EventResult.STALE,
+            transaction_status__iexact="pending",
+            received_at__gte=now - _LATE_PENDING_WINDOW,
+            attempt__status__in=CLOSED_ATTEMPT_STATUSES,
+        )
+        .filter(Q(attempt__status_checked_at__isnull=True) | Q(attempt__status_checked_at__lt=F("received_at")))
+        .filter(Q(attempt__order__expires_at__lte=now) | ~Q(attempt__order__status__in=Order.OPEN_STATUSES))
+    )
+    if since is not None:
+        events = events.filter(received_at__gte=since)
+    batch = events.order_by("received_at").values_list("attempt_id", flat=True)[: settings.RECONCILE_BATCH_SIZE]
+    for attempt_id in dict.fromkeys(batch):
         _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"attempt {attempt_id}")
 
 

@@ -10,9 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from entitlements.models import Entitlement
+from notifications.models import Notification
 from payments import midtrans
-from payments.models import AuditEntry, Order, PaymentAttempt
+from payments.models import AuditEntry, EventSource, Order, PaymentAttempt, PaymentEvent
 from payments.services import reconcile
+from payments.services.events import payment_status_apply
 from payments.tests.factories import OrderFactory, PaymentAttemptFactory
 from payments.tests.midtrans_payloads import midtrans_body
 from payments.tests.payment_support import payment_state, refreshed
@@ -221,3 +223,111 @@ def test_admin_sync_answers_a_midtrans_error_with_a_clear_message(monkeypatch, c
     assert any(attempt.order_id in m and "MidtransNotFound" in m and "HTTP 404" in m for m in messages)
     assert payment_state() == before
     assert AuditEntry.objects.filter(action="order_synced_from_midtrans", actor="siti").count() == 1
+
+
+# --- Closing at Midtrans: never invent an expire Midtrans did not agree to (finding 3) ---------
+
+NO_TRANSACTION = {"status_code": "404", "status_message": "Transaction doesn't exist."}
+
+
+def test_refused_snap_cancel_leaves_the_attempt_live_and_the_next_sweep_expires_the_late_va(monkeypatch):
+    # given: an unstarted attempt past its window; Midtrans refuses the Snap cancel because the
+    # customer is choosing a method right now
+    attempt = attempt_make(status=A.OPEN, due=True)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: NO_TRANSACTION})
+    fake.cancel_error = midtrans.MidtransError(
+        "Transaction is on progress", operation="snap_cancel", http_status=412, messages=["Transaction is on progress"]
+    )
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: nothing is expired here (no invented expire, no "expired" message), the refusal is reported
+    assert refreshed(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
+    assert not Notification.objects.filter(reference=attempt.order_id, template="order_expired").exists()
+    assert not PaymentEvent.objects.exists()
+    assert any("refused to cancel the Snap session" in line for line in report.errors)
+
+    # when: the customer got a virtual account meanwhile, and the next sweep runs
+    fake.answers[attempt.midtrans_order_id] = midtrans_body(attempt.midtrans_order_id, "pending")
+    reconcile.reconcile_run()
+
+    # then: the VA is expired at Midtrans, then the attempt and the order here
+    assert ("expire", attempt.midtrans_order_id) in fake.calls
+    assert refreshed(attempt) == (OS.EXPIRED, A.EXPIRED)
+    assert Notification.objects.filter(reference=attempt.order_id, template="order_expired").count() == 1
+
+
+@pytest.mark.parametrize("message", ["token already canceled", "token not found"])
+def test_snap_cancel_refused_because_the_session_is_gone_expires_locally(monkeypatch, message):
+    # given: the Snap session is already closed at Midtrans
+    attempt = attempt_make(status=A.OPEN, due=True)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: NO_TRANSACTION})
+    fake.cancel_error = midtrans.MidtransError(message, operation="snap_cancel", http_status=412, messages=[message])
+
+    # when
+    reconcile.reconcile_run()
+
+    # then: nothing can be paid on it any more, so it is expired here
+    assert refreshed(attempt) == (OS.EXPIRED, A.EXPIRED)
+    assert PaymentEvent.objects.get().payload["status_message"].startswith("expired by reconciliation")
+
+
+def test_successful_snap_cancel_expires_locally(monkeypatch):
+    # given
+    attempt = attempt_make(status=A.OPEN, due=True)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: NO_TRANSACTION})
+
+    # when
+    reconcile.reconcile_run()
+
+    # then
+    assert ("snap_cancel", attempt.snap_token) in fake.calls
+    assert refreshed(attempt) == (OS.EXPIRED, A.EXPIRED)
+
+
+def _late_pending_notification(attempt):
+    """A validly signed pending notification for an attempt we closed: recorded as stale."""
+    outcome = payment_status_apply(
+        midtrans_order_id=attempt.midtrans_order_id,
+        status=midtrans_body(attempt.midtrans_order_id, "pending"),
+        source=EventSource.WEBHOOK,
+        actor="webhook",
+    )
+    assert outcome.result == "stale"
+
+
+def test_pending_for_an_expired_attempt_of_an_expired_order_is_expired_at_midtrans(monkeypatch):
+    # given: an expired order and attempt; Midtrans then reports the attempt pending (a late VA)
+    attempt = attempt_make(status=A.EXPIRED, order_status=OS.EXPIRED, due=True)
+    _late_pending_notification(attempt)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "pending")})
+
+    # when
+    reconcile.reconcile_run()
+
+    # then: expired at Midtrans; nothing moves here
+    assert fake.calls.count(("expire", attempt.midtrans_order_id)) == 1
+    assert refreshed(attempt) == (OS.EXPIRED, A.EXPIRED)
+
+    # when: later sweeps
+    reconcile.reconcile_run()
+
+    # then: handled once, not read again
+    assert fake.reads(attempt.midtrans_order_id) == 2  # before and after the expire
+
+
+def test_pending_for_a_failed_attempt_of_a_payable_order_is_left_alone(monkeypatch):
+    # given: attempt 1 failed, the order is still open and within its window (the customer may
+    # pay again); Midtrans reports attempt 1 pending
+    attempt = attempt_make(status=A.FAILED)
+    _late_pending_notification(attempt)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "pending")})
+    before = payment_state()
+
+    # when
+    reconcile.reconcile_run()
+
+    # then: money may still come for the order: nothing is expired at Midtrans, nothing changes
+    assert ("expire", attempt.midtrans_order_id) not in fake.calls
+    assert payment_state() == before
