@@ -198,20 +198,32 @@ def circuit_state() -> dict:
 
 def _circuit_admit() -> bool:
     """Whether a call may go out. Returns True when this call is the half-open probe."""
-    opened_at = _cache_get(_CB_OPENED_AT)
+    return _circuit_admit_state()[0]
+
+
+def _circuit_admit_state() -> tuple[bool, dict]:
+    """_circuit_admit(), plus the breaker's keys as read (so a success needs no second read)."""
+    state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
+    opened_at = state.get(_CB_OPENED_AT)
     if opened_at is None:
-        return False
+        return False, state
     if time.time() - float(opened_at) < float(settings.MIDTRANS_BREAKER_COOLDOWN):
         raise MidtransCircuitOpen("Midtrans circuit is open; failing fast")
     # Cool-down over: exactly one caller (across processes, via cache.add) probes.
     probe_ttl = int(float(settings.MIDTRANS_CONNECT_TIMEOUT) + float(settings.MIDTRANS_READ_TIMEOUT)) + 5
     if _cache_call(cache.add, _CB_PROBE, 1, probe_ttl):
-        return True
+        return True, state
     raise MidtransCircuitOpen("Midtrans circuit is half-open and a probe call is in flight; failing fast")
 
 
-def _circuit_success(*, probe: bool) -> None:
-    state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
+def _circuit_success(*, probe: bool, state: dict | None = None) -> None:
+    """Reset the breaker after an answer. `state`: the keys as read when the call was admitted.
+
+    Judging by what was read at admission keeps a normal call at one cache round trip; a
+    failure another process records while this call is in flight is reset by the next success.
+    """
+    if state is None:
+        state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
     if probe or state.get(_CB_FAILURES) or state.get(_CB_OPENED_AT) is not None:
         _cache_call(cache.delete_many, [_CB_FAILURES, _CB_OPENED_AT, _CB_PROBE])
         if state.get(_CB_OPENED_AT) is not None:
@@ -364,7 +376,7 @@ def _request_once(
     attempt: int,
 ) -> dict:
     try:
-        probe = _circuit_admit()
+        probe, breaker_state = _circuit_admit_state()
     except MidtransCircuitOpen as exc:
         exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
         logger.warning(
@@ -426,7 +438,7 @@ def _request_once(
         _circuit_failure(probe=probe)
     else:
         # Midtrans answered (even a 4xx is an answer): the service is up.
-        _circuit_success(probe=probe)
+        _circuit_success(probe=probe, state=breaker_state)
 
     log_fields = {
         "operation": operation,
