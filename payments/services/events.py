@@ -27,7 +27,7 @@ from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from entitlements.services import entitlement_grant, entitlement_revoke
@@ -41,7 +41,7 @@ from payments.models import (
     PaymentAttempt,
     PaymentEvent,
 )
-from payments.services.audit import audit_record
+from payments.services.audit import audit_batch, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -264,28 +264,56 @@ def dedup_key_of(*, source: str, payload: dict) -> str:
 # --- Recording events -------------------------------------------------------------------------
 
 
+def _event_new(*, payload: dict, source: str, midtrans_order_id: str) -> PaymentEvent:
+    return PaymentEvent(
+        midtrans_order_id=midtrans_order_id[:50],
+        source=source,
+        dedup_key=dedup_key_of(source=source, payload=payload),
+        transaction_status=str(payload.get("transaction_status", ""))[:32],
+        status_code=str(payload.get("status_code", ""))[:8],
+        gross_amount=str(payload.get("gross_amount", ""))[:32],
+        payload=payload,
+    )
+
+
+def _event_insert(event: PaymentEvent) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, in one round trip: True (and `event.pk`
+    set) when this call stored the row, False when an identical event is stored already.
+
+    Django's bulk_create(ignore_conflicts=True) sends the same INSERT but returns no pk, so
+    the row would have to be read back, and outside a transaction it wraps the INSERT in
+    BEGIN/COMMIT: four round trips where one does.
+    """
+    connection = connections[PaymentEvent.objects.db]
+    meta = PaymentEvent._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
+    qn = connection.ops.quote_name
+    # Identifiers from the model's own metadata; every value is a parameter.
+    columns = ", ".join(qn(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    table, pk = qn(meta.db_table), qn(meta.pk.column)
+    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING RETURNING {pk}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk = row[0]
+    event._state.adding, event._state.db = False, connection.alias
+    return True
+
+
 def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
     """Store a verified notification once (unique dedup key); the stored row is returned.
 
     INSERT ... ON CONFLICT DO NOTHING, so 50 identical notifications arriving together
-    store one row and none of them fails.
+    store one row and none of them fails. Only a duplicate reads the stored row back.
     """
-    dedup_key = dedup_key_of(source=source, payload=payload)
-    PaymentEvent.objects.bulk_create(
-        [
-            PaymentEvent(
-                midtrans_order_id=str(payload.get("order_id", ""))[:50],
-                source=source,
-                dedup_key=dedup_key,
-                transaction_status=str(payload.get("transaction_status", ""))[:32],
-                status_code=str(payload.get("status_code", ""))[:8],
-                gross_amount=str(payload.get("gross_amount", ""))[:32],
-                payload=payload,
-            )
-        ],
-        ignore_conflicts=True,
-    )
-    return PaymentEvent.objects.get(dedup_key=dedup_key)
+    event = _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
+    if _event_insert(event):
+        return event
+    return PaymentEvent.objects.get(dedup_key=event.dedup_key)
 
 
 def event_failure_record(*, event_id: int, error: str) -> None:
@@ -553,23 +581,11 @@ def _event_locked(
     if event_id is not None:
         event = PaymentEvent.objects.select_for_update().get(pk=event_id)
         return event, event.result in FINAL_EVENT_RESULTS
-    dedup_key = dedup_key_of(source=source, payload=status)
-    inserted = PaymentEvent.objects.bulk_create(
-        [
-            PaymentEvent(
-                midtrans_order_id=midtrans_order_id[:50],
-                source=source,
-                dedup_key=dedup_key,
-                transaction_status=str(status.get("transaction_status", ""))[:32],
-                status_code=str(status.get("status_code", ""))[:8],
-                gross_amount=str(status.get("gross_amount", ""))[:32],
-                payload=status,
-            )
-        ],
-        ignore_conflicts=True,
-    )
-    del inserted  # pk is not returned on ignore_conflicts; read the row back
-    event = PaymentEvent.objects.select_for_update().get(dedup_key=dedup_key)
+    event = _event_new(payload=status, source=source, midtrans_order_id=midtrans_order_id)
+    if _event_insert(event):
+        # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
+        return event, False
+    event = PaymentEvent.objects.select_for_update().get(dedup_key=event.dedup_key)
     return event, event.result in FINAL_EVENT_RESULTS
 
 
@@ -596,7 +612,8 @@ def payment_status_apply(
     `attempt_ref`: (attempt pk, order id) when the caller looked it up already (an attempt
     never changes order, so that read needs no lock).
     """
-    with transaction.atomic():
+    # The audit rows are written together, with one INSERT, before the transaction commits.
+    with transaction.atomic(), audit_batch():
         ref = attempt_ref or _attempt_ref(midtrans_order_id)
         if ref is None:
             return _orphan_record(
