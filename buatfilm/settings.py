@@ -263,6 +263,10 @@ RECONCILE_EVENT_GRACE_SECONDS = _read(env.int, "RECONCILE_EVENT_GRACE_SECONDS", 
 RECONCILE_EVENT_MAX_ATTEMPTS = _read(env.int, "RECONCILE_EVENT_MAX_ATTEMPTS", default=20)
 # Items per sweep and kind, so one run stays short; the next run continues.
 RECONCILE_BATCH_SIZE = _read(env.int, "RECONCILE_BATCH_SIZE", default=200)
+# Hours after payment during which the sweep keeps re-reading paid (and partially refunded)
+# attempts, less often as time passes, so a lost reversal, refund or chargeback notification
+# still revokes access. 0 turns it off.
+RECONCILE_PAID_WATCH_HOURS = _read(env.int, "RECONCILE_PAID_WATCH_HOURS", default=48)
 # Seconds between reconciliation sweeps (Celery beat).
 RECONCILE_INTERVAL_SECONDS = _read(env.int, "RECONCILE_INTERVAL_SECONDS", default=300)
 CELERY_BEAT_SCHEDULE["payments-reconcile"] = {

@@ -9,7 +9,10 @@ goes through, in this order:
    then the order is marked EXPIRED;
 4. attempts live (open, pending, challenge) longer than RECONCILE_STALE_MINUTES: read and
    applied;
-5. attempts we closed (expired, failed) for which a pending notification arrived since we
+5. paid and partially refunded attempts, for RECONCILE_PAID_WATCH_HOURS after payment, at
+   doubling intervals: a reversal, refund or chargeback whose notification was lost still
+   revokes access;
+6. attempts we closed (expired, failed) for which a pending notification arrived since we
    last read them, on orders that can no longer be paid: a virtual account created late is
    expired at Midtrans, so no money can start for an order we call expired.
 Every status read goes through payments.services.events.payment_status_apply, the same
@@ -30,13 +33,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import F, Q
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.utils import timezone
 
 from payments import midtrans
 from payments.models import EventResult, EventSource, Order, PaymentAttempt, PaymentEvent
 from payments.services.audit import audit_record
 from payments.services.events import (
+    MONEY_HOLDING_ATTEMPT_STATUSES,
     ApplyOutcome,
     EventDeferred,
     EventProcessingFailed,
@@ -308,6 +312,7 @@ def reconcile_run(
         _events_sweep(report=report, actor=actor, since=since, dry_run=dry_run)
         _due_orders_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
         _stale_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
+        _paid_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
         _late_pending_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
     except _MidtransDown as exc:
         report.errors.append(f"Midtrans unavailable, sweep stopped: {exc}")
@@ -400,6 +405,40 @@ def _stale_attempts_sweep(*, report: ReconcileReport, actor: str, since, dry_run
     ids = attempts.order_by(F("status_checked_at").asc(nulls_first=True), "updated_at").values_list("pk", flat=True)
     for attempt_id in ids[: settings.RECONCILE_BATCH_SIZE]:
         _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"attempt {attempt_id}")
+
+
+def _paid_attempts_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, now: datetime) -> None:
+    """Paid attempts re-read while their payment is recent: first RECONCILE_STALE_MINUTES after
+    payment, then whenever the time since the last read reaches the time from payment to that
+    read (about 5, 10, 20, 40 min, ... 32 h: a dozen reads over 48 h)."""
+    hours = settings.RECONCILE_PAID_WATCH_HOURS
+    if not hours or hours <= 0:
+        return
+    cutoff = now - timedelta(minutes=settings.RECONCILE_STALE_MINUTES)
+    attempts = (
+        PaymentAttempt.objects.filter(
+            status__in=MONEY_HOLDING_ATTEMPT_STATUSES,
+            # Implied by the paid_at condition (the attempt changed when it was paid), and
+            # served by the (status, updated_at) index, so old paid attempts are never scanned.
+            updated_at__gte=now - timedelta(hours=hours),
+            order__paid_at__gte=now - timedelta(hours=hours),
+            order__paid_at__lte=cutoff,
+        )
+        .annotate(
+            read_wait=ExpressionWrapper(
+                Value(now, output_field=DateTimeField()) - F("status_checked_at"), output_field=DurationField()
+            ),
+            read_age=ExpressionWrapper(F("status_checked_at") - F("order__paid_at"), output_field=DurationField()),
+        )
+        .filter(Q(status_checked_at__isnull=True) | Q(status_checked_at__lte=cutoff, read_age__lte=F("read_wait")))
+    )
+    if since is not None:
+        attempts = attempts.filter(created_at__gte=since)
+    ids = attempts.order_by(F("status_checked_at").asc(nulls_first=True), "order__paid_at").values_list("pk", flat=True)
+    for attempt_id in ids[: settings.RECONCILE_BATCH_SIZE]:
+        _item_sync(
+            attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"paid attempt {attempt_id}"
+        )
 
 
 # Midtrans' longest transaction expiry: a pending notice older than that is for a VA long dead.

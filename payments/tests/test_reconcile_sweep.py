@@ -331,3 +331,122 @@ def test_pending_for_a_failed_attempt_of_a_payable_order_is_left_alone(monkeypat
     # then: money may still come for the order: nothing is expired at Midtrans, nothing changes
     assert ("expire", attempt.midtrans_order_id) not in fake.calls
     assert payment_state() == before
+
+
+# --- Paid attempts are re-read for a while: a lost reversal/refund/chargeback (finding 2) ------
+
+
+def paid_attempt_make(*, paid_minutes_ago: float, checked_minutes_ago: float | None = None):
+    attempt = attempt_make(status=A.PENDING)
+    payment_status_apply(
+        midtrans_order_id=attempt.midtrans_order_id,
+        status=midtrans_body(attempt.midtrans_order_id, "settlement"),
+        source=EventSource.WEBHOOK,
+        actor="webhook",
+    )
+    now = timezone.now()
+    Order.objects.filter(pk=attempt.order_id).update(paid_at=now - timedelta(minutes=paid_minutes_ago))
+    checked = None if checked_minutes_ago is None else now - timedelta(minutes=checked_minutes_ago)
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(status_checked_at=checked)
+    assert refreshed(attempt) == (OS.PAID, A.PAID)
+    return attempt
+
+
+@pytest.mark.parametrize(
+    ("midtrans_says", "order_to", "attempt_to"),
+    [("deny", OS.FAILED, A.REVERSED), ("refund", OS.REFUNDED, A.REFUNDED), ("chargeback", OS.CHARGEBACK, A.CHARGEBACK)],
+)
+def test_a_lost_reversal_refund_or_chargeback_is_found_by_the_sweep(
+    monkeypatch, settings, midtrans_says, order_to, attempt_to
+):
+    # given: paid 30 minutes ago; Midtrans now says otherwise, and that notification was lost
+    settings.ALERT_EMAILS = ["ops@buatfilm.test"]
+    attempt = paid_attempt_make(paid_minutes_ago=30)
+    fake = FakeMidtrans(
+        monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, midtrans_says)}
+    )
+
+    # when
+    reconcile.reconcile_run()
+
+    # then: read, applied, access revoked
+    assert fake.reads(attempt.midtrans_order_id) == 1
+    assert refreshed(attempt) == (order_to, attempt_to)
+    assert Entitlement.objects.get(order_id=attempt.order_id).status == "revoked"
+
+
+def test_a_lost_full_refund_after_a_partial_one_is_found(monkeypatch):
+    # given: partially refunded 1 h after payment; the later full refund's notification was lost
+    attempt = paid_attempt_make(paid_minutes_ago=120)
+    payment_status_apply(
+        midtrans_order_id=attempt.midtrans_order_id,
+        status=midtrans_body(attempt.midtrans_order_id, "partial_refund", refund_amount="30000.00"),
+        source=EventSource.WEBHOOK,
+        actor="webhook",
+    )
+    assert refreshed(attempt) == (OS.PARTIALLY_REFUNDED, A.PARTIALLY_REFUNDED)
+    FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "refund")})
+
+    # when
+    reconcile.reconcile_run()
+
+    # then
+    assert refreshed(attempt) == (OS.REFUNDED, A.REFUNDED)
+
+
+@pytest.mark.parametrize(
+    ("paid_minutes_ago", "checked_minutes_ago", "read"),
+    [
+        (2, None, False),  # just paid: the webhook's turn first (RECONCILE_STALE_MINUTES)
+        (30, None, True),  # never re-read
+        (60, 40, True),  # read 20 min after payment, 40 min ago: due again
+        (60, 10, False),  # read 50 min after payment, 10 min ago: not yet
+        (47 * 60, 30 * 60, True),  # read at 17 h, 30 h ago: last reads before the watch ends
+        (49 * 60, None, False),  # paid longer ago than RECONCILE_PAID_WATCH_HOURS (48)
+    ],
+)
+def test_paid_attempts_are_re_read_at_doubling_intervals_within_the_watch(
+    monkeypatch, paid_minutes_ago, checked_minutes_ago, read
+):
+    # given: a paid attempt, still settled at Midtrans
+    attempt = paid_attempt_make(paid_minutes_ago=paid_minutes_ago, checked_minutes_ago=checked_minutes_ago)
+    fake = FakeMidtrans(
+        monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "settlement")}
+    )
+    before = payment_state()
+
+    # when
+    reconcile.reconcile_run()
+
+    # then: read or not, as the schedule says; nothing changes either way
+    assert fake.reads(attempt.midtrans_order_id) == (1 if read else 0)
+    assert payment_state() == before
+
+
+def test_paid_watch_can_be_turned_off(monkeypatch, settings):
+    # given
+    settings.RECONCILE_PAID_WATCH_HOURS = 0
+    attempt = paid_attempt_make(paid_minutes_ago=30)
+    fake = FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "deny")})
+
+    # when
+    reconcile.reconcile_run()
+
+    # then
+    assert fake.calls == []
+    assert refreshed(attempt) == (OS.PAID, A.PAID)
+
+
+def test_a_paid_attempt_read_once_is_not_read_again_at_once(monkeypatch):
+    # given
+    attempt = paid_attempt_make(paid_minutes_ago=30)
+    fake = FakeMidtrans(
+        monkeypatch, {attempt.midtrans_order_id: midtrans_body(attempt.midtrans_order_id, "settlement")}
+    )
+
+    # when: two sweeps in a row
+    reconcile.reconcile_run()
+    reconcile.reconcile_run()
+
+    # then
+    assert fake.reads(attempt.midtrans_order_id) == 1
