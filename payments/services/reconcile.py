@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Min, Q, Value
 from django.utils import timezone
 
 from payments import midtrans
@@ -385,7 +385,14 @@ def _due_orders_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bo
     orders = Order.objects.filter(status__in=Order.OPEN_STATUSES, expires_at__lte=now)
     if since is not None:
         orders = orders.filter(created_at__gte=since)
-    for order_id in orders.order_by("expires_at").values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]:
+    # Orders whose live attempts were read least recently first (never read, or no live
+    # attempt left: first of all). An order that cannot be expired yet (an attempt held in
+    # fraud challenge, an amount mismatch) moves to the back once read, instead of filling
+    # every batch ahead of orders that can be closed.
+    orders = orders.annotate(
+        live_read_at=Min("attempts__status_checked_at", filter=Q(attempts__status__in=PaymentAttempt.LIVE_STATUSES))
+    ).order_by(F("live_read_at").asc(nulls_first=True), "expires_at")
+    for order_id in orders.values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]:
         live = PaymentAttempt.objects.filter(order_id=order_id, status__in=PaymentAttempt.LIVE_STATUSES)
         for attempt_id in live.order_by("number").values_list("pk", flat=True):
             _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"order {order_id}")

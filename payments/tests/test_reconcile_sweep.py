@@ -450,3 +450,33 @@ def test_a_paid_attempt_read_once_is_not_read_again_at_once(monkeypatch):
 
     # then
     assert fake.reads(attempt.midtrans_order_id) == 1
+
+
+# --- Due orders that cannot expire do not starve the others (finding 6) ------------------------
+
+
+@pytest.mark.parametrize(
+    "held_status",
+    [
+        lambda mid: midtrans_body(mid, "capture", fraud_status="challenge", payment_type="credit_card"),
+        lambda mid: midtrans_body(mid, "settlement", gross_amount="50000.00"),  # amount mismatch: flagged
+    ],
+    ids=["challenge", "amount-mismatch"],
+)
+def test_due_orders_that_cannot_expire_do_not_fill_every_batch(monkeypatch, settings, held_status):
+    # given: a batch of two; two orders long past their window whose attempts Midtrans keeps
+    # in a state that never lets them expire; one more due order that could simply expire
+    settings.RECONCILE_BATCH_SIZE = 2
+    held = [attempt_make(status=A.PENDING, idle_hours=0) for _ in range(2)]
+    for attempt in held:
+        Order.objects.filter(pk=attempt.order_id).update(expires_at=timezone.now() - timedelta(days=2))
+    victim = attempt_make(status=A.FAILED, due=True, idle_hours=0)
+    FakeMidtrans(monkeypatch, {a.midtrans_order_id: held_status(a.midtrans_order_id) for a in held})
+
+    # when: two sweeps
+    reconcile.reconcile_run()
+    reconcile.reconcile_run()
+
+    # then: the victim's turn came
+    assert refreshed(victim) == (OS.EXPIRED, A.FAILED)
+    assert all(refreshed(a)[0] == OS.PENDING_PAYMENT for a in held)
