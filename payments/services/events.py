@@ -836,7 +836,8 @@ def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOu
 
 
 class EventDeferred(Exception):
-    """The event could not be processed now (status API unreachable); it stays recorded."""
+    """Midtrans is unavailable (timeout, 5xx, breaker open): the event could not be processed
+    now and stays recorded. Only this stops a reconciliation sweep."""
 
 
 class EventProcessingFailed(Exception):
@@ -859,9 +860,12 @@ def event_process(
 ) -> ApplyOutcome:
     """Apply a recorded event: confirm with the status API (when configured), then apply.
 
-    Raises EventDeferred when Midtrans cannot be asked now and EventProcessingFailed when
-    applying raised (the event then says FAILED, with the traceback). `force` re-applies an
-    event that was processed already (replay); `dry_run` decides and rolls back.
+    Raises EventDeferred when Midtrans is unavailable and EventProcessingFailed when applying
+    raised (the event then says FAILED, with the traceback). Any other Midtrans error (a 404,
+    a 400, a 401 from the status API) concerns this event only: it is deferred (kept
+    unprocessed, with the reason, for the sweep) and "unconfirmed" is returned, so the caller
+    goes on. `force` re-applies an event that was processed already (replay); `dry_run`
+    decides and rolls back.
     """
     event = event if event is not None and event.pk == event_id else PaymentEvent.objects.get(pk=event_id)
     midtrans_order_id = event.midtrans_order_id
@@ -878,13 +882,22 @@ def event_process(
         try:
             status = status_confirm(midtrans_order_id=midtrans_order_id)
         except midtrans.MidtransError as exc:
+            unavailable = isinstance(exc, midtrans.MidtransUnavailable)
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API: {type(exc).__name__}: {exc}")
             logger.warning(
-                "payment_event_deferred",
-                extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "reason": type(exc).__name__},
+                "payment_event_deferred" if unavailable else "payment_event_unconfirmed",
+                extra={
+                    "order_id": ref[1],
+                    "midtrans_order_id": midtrans_order_id,
+                    "event_id": event.pk,
+                    "reason": type(exc).__name__,
+                    "http_status": exc.http_status,
+                },
             )
-            raise EventDeferred(str(exc)) from exc
+            if unavailable:
+                raise EventDeferred(str(exc)) from exc
+            return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
         if status_signal(status) == Signal.NONE:
             # A signed notification, but the status API does not know the transaction (yet):
             # keep the event unprocessed; the sweep asks again.
@@ -892,9 +905,14 @@ def event_process(
                 event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
         if str(status.get("order_id", midtrans_order_id)) != midtrans_order_id:
+            # Not an outage: only this event waits (deferred, for the sweep).
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
-            raise EventDeferred("status API answered for another order id")
+            logger.warning(
+                "payment_event_unconfirmed",
+                extra={"order_id": ref[1], "midtrans_order_id": midtrans_order_id, "event_id": event.pk},
+            )
+            return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
     replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:

@@ -376,7 +376,11 @@ def _events_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, 
         except EventProcessingFailed as exc:
             report.errors.append(f"event {event_id} ({midtrans_order_id}): {exc}")
             continue
-        if result == EventResult.ORPHAN and outcome.result != EventResult.ORPHAN:
+        if outcome.result == "unconfirmed":
+            report.errors.append(
+                f"event {event_id} ({midtrans_order_id}): not confirmed by the status API, kept for a later sweep"
+            )
+        if result == EventResult.ORPHAN and outcome.result not in (EventResult.ORPHAN, "unconfirmed"):
             report.note(f"{midtrans_order_id}: orphan event {event_id} matched its attempt")
         report.record(outcome)
 

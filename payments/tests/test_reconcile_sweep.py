@@ -14,7 +14,7 @@ from notifications.models import Notification
 from payments import midtrans
 from payments.models import AuditEntry, EventSource, Order, PaymentAttempt, PaymentEvent
 from payments.services import reconcile
-from payments.services.events import payment_status_apply
+from payments.services.events import event_record, payment_status_apply
 from payments.tests.factories import OrderFactory, PaymentAttemptFactory
 from payments.tests.midtrans_payloads import midtrans_body
 from payments.tests.payment_support import payment_state, refreshed
@@ -480,3 +480,80 @@ def test_due_orders_that_cannot_expire_do_not_fill_every_batch(monkeypatch, sett
     # then: the victim's turn came
     assert refreshed(victim) == (OS.EXPIRED, A.FAILED)
     assert all(refreshed(a)[0] == OS.PENDING_PAYMENT for a in held)
+
+
+def _webhook_event(attempt, transaction_status="pending", minutes_ago=60):
+    """A recorded, unprocessed notification (as the webhook leaves it when it answered 503)."""
+    event = event_record(payload=midtrans_body(attempt.midtrans_order_id, transaction_status))
+    PaymentEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=minutes_ago))
+    return event
+
+
+def test_an_event_whose_status_read_fails_does_not_stop_the_sweep(monkeypatch, settings):
+    # given: the oldest unprocessed event's status read fails (not an outage); another payment settled
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+    poisoned = attempt_make(status=A.PENDING, idle_hours=0)
+    event = _webhook_event(poisoned)
+    settled = attempt_make(status=A.PENDING, idle_hours=2)
+    FakeMidtrans(
+        monkeypatch,
+        {
+            poisoned.midtrans_order_id: midtrans.MidtransValidationError("400 bad request", http_status=400),
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: the sweep went on to the settled payment; the event waits, with the reason
+    assert not report.stopped_early
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+    assert any(f"event {event.pk}" in line for line in report.errors)
+    event.refresh_from_db()
+    assert (event.result, event.processing_attempts) == ("received", 1)
+    assert "MidtransValidationError" in event.error
+    assert refreshed(poisoned) == (OS.PENDING_PAYMENT, A.PENDING)
+
+
+def test_an_event_answered_for_another_order_id_does_not_stop_the_sweep(monkeypatch, settings):
+    # given: the status API answers with somebody else's transaction for the oldest event
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+    odd = attempt_make(status=A.PENDING, idle_hours=0)
+    event = _webhook_event(odd)
+    settled = attempt_make(status=A.PENDING, idle_hours=2)
+    FakeMidtrans(
+        monkeypatch,
+        {
+            odd.midtrans_order_id: midtrans_body("BF-SOMEONE-ELSE-1", "settlement"),
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then: not applied, not a stop
+    assert not report.stopped_early
+    assert refreshed(odd) == (OS.PENDING_PAYMENT, A.PENDING)
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+    event.refresh_from_db()
+    assert event.result == "received" and "BF-SOMEONE-ELSE-1" in event.error
+
+
+def test_an_unavailable_status_api_still_stops_the_events_sweep(monkeypatch, settings):
+    # given
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+    attempt = attempt_make(status=A.PENDING, idle_hours=0)
+    event = _webhook_event(attempt)
+    FakeMidtrans(monkeypatch, {attempt.midtrans_order_id: midtrans.MidtransCircuitOpen("breaker open")})
+    before = payment_state()
+
+    # when
+    report = reconcile.reconcile_run()
+
+    # then
+    assert report.stopped_early
+    assert payment_state() == before
+    event.refresh_from_db()
+    assert event.result == "received"

@@ -214,3 +214,31 @@ def test_unexpected_error_outside_the_apply_step_is_503_with_a_traceback_logged(
     assert list(PaymentAttempt.objects.values("id", "status", "transaction_id", "va_number")) == before_attempt
     assert Entitlement.objects.count() == 0
     assert list(PaymentEvent.objects.values_list("result", flat=True)) == ["received"]
+
+
+def test_status_api_error_that_is_not_an_outage_keeps_the_event_for_the_sweep_and_answers_200(
+    attempt, settings, monkeypatch
+):
+    # given: confirmation on; the status API answers an error about this transaction (HTTP 404),
+    # which retrying the notification cannot cure
+    from payments import midtrans
+    from payments.services import events
+
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+
+    def status_confirm_404(*, midtrans_order_id):
+        raise midtrans.MidtransNotFound("Midtrans answered HTTP 404", operation="status", http_status=404)
+
+    monkeypatch.setattr(events, "status_confirm", status_confirm_404)
+    body = midtrans_body(attempt.midtrans_order_id, "settlement")
+    before_order = list(Order.objects.values("id", "status", "paid_at", "needs_review"))
+
+    # when
+    response = post_raw(json.dumps(body))
+
+    # then: recorded, not applied, kept unprocessed (with the reason) for the sweep
+    assert response.status_code == 200 and response.json()["result"] == "unconfirmed"
+    assert list(Order.objects.values("id", "status", "paid_at", "needs_review")) == before_order
+    assert Entitlement.objects.count() == 0
+    event = PaymentEvent.objects.get()
+    assert event.result == "received" and "MidtransNotFound" in event.error
