@@ -131,7 +131,7 @@ def test_demo_needs_no_midtrans_key():
     [
         ("gunicorn", ["buatfilm.wsgi:application", "--bind", "127.0.0.1:0"], "MIDTRANS_SERVER_KEY"),
         ("celery", ["-A", "buatfilm", "worker", "--pool", "solo"], "SECRET_KEY"),
-        ("celery", ["-A", "buatfilm", "beat"], "SECRET_KEY"),
+        ("celery", ["-A", "buatfilm", "beat", "--schedule", "/tmp/buatfilm-test-beat-schedule"], "SECRET_KEY"),
     ],
 )
 def test_web_worker_and_beat_refuse_to_start_on_bad_configuration(process, args, missing):
