@@ -164,7 +164,8 @@ def status_signal(status: dict) -> Signal:
 
     Branch on transaction_status, never on status_code (a result code of the call), except
     that "404" means Midtrans has no such transaction. Fulfil only settlement, or capture
-    with fraud_status accept (reference §3); compare case-insensitively (a doc sample shows
+    with fraud_status accept or absent ("fraud_status (if present) is accept", reference §3;
+    some payment types never carry it); compare case-insensitively (a doc sample shows
     "PENDING").
     """
     if _text(status, "status_code") == "404":
@@ -175,11 +176,11 @@ def status_signal(status: dict) -> Signal:
             return Signal.SUCCESS
         return Signal.CHALLENGE  # a settlement the fraud check did not accept: a person decides
     if ts == "capture":
-        if fraud == "accept":
+        if fraud in ("", "accept"):
             return Signal.SUCCESS
         if fraud == "deny":
             return Signal.FAILURE
-        return Signal.CHALLENGE
+        return Signal.CHALLENGE  # "challenge", or a value we do not know: a person decides
     if ts in ("pending", "authorize"):
         return Signal.PENDING
     if ts in ("deny", "cancel", "failure"):
