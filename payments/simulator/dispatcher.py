@@ -34,7 +34,7 @@ from django.db import transaction as db_transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from payments.simulator.models import SimNotification, SimTransaction
+from payments.simulator.models import SimNotification, SimRefundConfirmation, SimTransaction
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +191,37 @@ def deliveries_await(*, ids: list[int], timeout: float) -> list[SimNotification]
     return list(SimNotification.objects.filter(id__in=ids).order_by("due_at", "id"))
 
 
+def _refund_confirmations_apply_due(transaction_pks: list[int] | None) -> list[int]:
+    from payments.simulator.services import refund_confirmations_apply_due  # services imports this module
+
+    return refund_confirmations_apply_due(transaction_pks=transaction_pks)
+
+
+def _refund_confirmation_next_due(transaction_pks: list[int] | None = None):
+    due = SimRefundConfirmation.objects.filter(applied_at__isnull=True)
+    if transaction_pks is not None:
+        due = due.filter(transaction_id__in=transaction_pks)
+    return due.order_by("due_at").values_list("due_at", flat=True).first()
+
+
 def deliveries_drain(*, only_ids: list[int] | None = None, wait_seconds: float = 0.0) -> list[SimNotification]:
     """Send every due row now (in due order), in this thread.
 
-    With `wait_seconds`, keep going until the rows in `only_ids` (or all rows) are delivered
-    or given up, sleeping until the next retry is due, for at most that long.
+    Refund confirmations that fall due meanwhile are applied first (all of them, or those of
+    the transactions of `only_ids`), and their notifications sent too. With `wait_seconds`,
+    keep going until the rows in `only_ids` (or all rows) are delivered or given up and those
+    confirmations applied, sleeping until the next one is due, for at most that long.
     """
     deadline = time.monotonic() + wait_seconds
     sent: list[SimNotification] = []
+    tx_pks = None
+    if only_ids is not None:
+        only_ids = list(only_ids)
+        tx_pks = list(SimNotification.objects.filter(id__in=only_ids).values_list("transaction_id", flat=True))
     while True:
+        confirmed = _refund_confirmations_apply_due(tx_pks)
+        if only_ids is not None:
+            only_ids.extend(confirmed)
         row = _claim_next(only_ids=only_ids)
         if row is not None:
             sent.append(delivery_attempt(row))
@@ -209,7 +231,11 @@ def deliveries_drain(*, only_ids: list[int] | None = None, wait_seconds: float =
         )
         if only_ids is not None:
             open_rows = open_rows.filter(id__in=only_ids)
-        next_due = open_rows.order_by("due_at").values_list("due_at", flat=True).first()
+        due_times = [
+            open_rows.order_by("due_at").values_list("due_at", flat=True).first(),
+            _refund_confirmation_next_due(tx_pks),
+        ]
+        next_due = min((d for d in due_times if d is not None), default=None)
         if next_due is None or time.monotonic() >= deadline:
             return sent
         pause = max(0.01, min((next_due - timezone.now()).total_seconds(), deadline - time.monotonic(), 1.0))
@@ -285,12 +311,14 @@ def dispatcher_stop(timeout: float = 20.0) -> None:
 
 
 def _next_pause() -> float:
-    next_due = (
+    due_times = [
         SimNotification.objects.filter(status=SimNotification.Status.PENDING)
         .order_by("due_at")
         .values_list("due_at", flat=True)
-        .first()
-    )
+        .first(),
+        _refund_confirmation_next_due(),
+    ]
+    next_due = min((d for d in due_times if d is not None), default=None)
     if next_due is None:
         return IDLE_POLL_SECONDS
     return max(0.0, min(IDLE_POLL_SECONDS, (next_due - timezone.now()).total_seconds()))
@@ -304,6 +332,7 @@ def _run() -> None:
                 from payments.simulator.services import transactions_expire_due  # services imports this module
 
                 transactions_expire_due()
+                _refund_confirmations_apply_due(None)
                 while not _stop.is_set():
                     row = _claim_next()
                     if row is None:

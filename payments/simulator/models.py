@@ -46,6 +46,34 @@ class SimTransaction(models.Model):
         return bool(self.transaction_status)
 
 
+class SimRefundConfirmation(models.Model):
+    """The bank's confirmation of one refund: due work, applied when due.
+
+    Midtrans sends two notifications for a refund: at once without, then later with the
+    refund's bank_confirmed_at (reference §2). The refund itself writes only this row (in
+    the same transaction); when it is due, bank_confirmed_at is stamped on exactly this
+    refund and its notification queued, together, so the status API never shows the
+    confirmation before the notification announcing it exists.
+    """
+
+    transaction = models.ForeignKey(SimTransaction, on_delete=models.CASCADE, related_name="refund_confirmations")
+    refund_chargeback_id = models.PositiveIntegerField()
+    due_at = models.DateTimeField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["transaction", "refund_chargeback_id"], name="simrefundconf_once_per_refund"
+            )
+        ]
+        indexes = [models.Index(fields=["applied_at", "due_at"], name="simrefundconf_due_idx")]
+
+    def __str__(self):
+        return f"refund {self.refund_chargeback_id} of {self.transaction_id} due {self.due_at:%H:%M:%S}"
+
+
 class SimNotification(models.Model):
     """One HTTP notification to deliver, with Midtrans' retry bookkeeping. The queue of the dispatcher."""
 

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from payments.simulator.dispatcher import notification_queue
-from payments.simulator.models import SimTransaction
+from payments.simulator.models import SimRefundConfirmation, SimTransaction
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 MERCHANT_ID = "G000000000"
@@ -60,6 +60,8 @@ _DEFAULT_EXPIRY = {
 }
 # Payment types Midtrans can refund through the API (no VA refunds, §2).
 REFUNDABLE_TYPES = {"credit_card", "gopay", "qris", "shopeepay"}
+# How long after a refund the bank confirms it (second notification), before time compression.
+REFUND_CONFIRM_SECONDS = 60.0
 
 # Which states each event may leave (Midtrans' transaction status cycle, §3).
 TRANSITIONS: dict[str, set[str]] = {
@@ -444,10 +446,11 @@ def transition_apply(
         if amount <= 0 or amount > remaining:
             raise SimStateError(f"Jumlah refund harus antara 1 dan {remaining}.")
         tx.refund_amount += amount
+        refund_chargeback_id = len(tx.refunds) + 1
         tx.refunds = [
             *tx.refunds,
             {
-                "refund_chargeback_id": len(tx.refunds) + 1,
+                "refund_chargeback_id": refund_chargeback_id,
                 "refund_amount": amount_format(amount),
                 "created_at": time_format(now),
                 "reason": reason,
@@ -456,7 +459,61 @@ def transition_apply(
             },
         ]
         tx.transaction_status = "refund" if tx.refund_amount >= tx.gross_amount else "partial_refund"
+        # The bank confirms later (Midtrans' second notification): due work for this refund,
+        # written in the same transaction as the refund itself.
+        SimRefundConfirmation.objects.create(
+            transaction=tx,
+            refund_chargeback_id=refund_chargeback_id,
+            due_at=now + timedelta(seconds=REFUND_CONFIRM_SECONDS / _compression()),
+        )
     tx.save()
+
+
+def _compression() -> float:
+    return max(float(settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION), 1e-9)
+
+
+def refund_confirmation_apply(*, pk: int) -> list[int]:
+    """Apply one due bank confirmation: stamp its refund and queue the notification, together.
+
+    Returns the queued notification ids ([] when it is not due, already applied or gone).
+    """
+    transaction_pk = SimRefundConfirmation.objects.filter(pk=pk).values_list("transaction_id", flat=True).first()
+    if transaction_pk is None:
+        return []
+    with transaction.atomic():
+        # Lock order as everywhere else: the transaction, then the rows hanging off it.
+        tx = SimTransaction.objects.select_for_update().filter(pk=transaction_pk).first()
+        now = timezone.now()
+        confirmation = (
+            SimRefundConfirmation.objects.select_for_update()
+            .filter(pk=pk, applied_at__isnull=True, due_at__lte=now)
+            .first()
+        )
+        if tx is None or confirmation is None:
+            return []
+        stamp = time_format(now)
+        tx.refunds = [
+            {**refund, "bank_confirmed_at": stamp}
+            if refund.get("refund_chargeback_id") == confirmation.refund_chargeback_id
+            else refund
+            for refund in tx.refunds
+        ]
+        tx.save(update_fields=["refunds", "updated_at"])
+        confirmation.applied_at = now
+        confirmation.save(update_fields=["applied_at"])
+        return notification_queue(transaction=tx, payloads=[transaction_body(tx, for_notification=True)])
+
+
+def refund_confirmations_apply_due(*, transaction_pks: list[int] | None = None, limit: int = 50) -> list[int]:
+    """Apply every bank confirmation now due (optionally of these transactions); the queued ids."""
+    due = SimRefundConfirmation.objects.filter(applied_at__isnull=True, due_at__lte=timezone.now())
+    if transaction_pks is not None:
+        due = due.filter(transaction_id__in=transaction_pks)
+    queued: list[int] = []
+    for pk in due.order_by("due_at", "id").values_list("pk", flat=True)[:limit]:
+        queued.extend(refund_confirmation_apply(pk=pk))
+    return queued
 
 
 def outcome_apply(*, token: str, outcome: str) -> SimTransaction:
@@ -504,6 +561,12 @@ def status_read(*, identifier: str) -> dict:
         return status_not_found_body()
     if tx.transaction_status == "pending" and tx.expiry_time and tx.expiry_time <= timezone.now():
         tx = transaction_expire_if_due(pk=tx.pk) or tx
+    # A bank confirmation that fell due is applied (with its notification) before answering,
+    # as expiry is; only a transaction with an unconfirmed refund pays for the lookup.
+    if any(not refund.get("bank_confirmed_at") for refund in tx.refunds) and refund_confirmations_apply_due(
+        transaction_pks=[tx.pk]
+    ):
+        tx = SimTransaction.objects.get(pk=tx.pk)
     return transaction_body(tx, for_notification=False)
 
 
@@ -577,18 +640,10 @@ def transaction_refund(*, identifier: str, body) -> dict:
     if not isinstance(refund_key, str) or len(refund_key) > 100:
         raise _core_error("400", "refund_key must be a string of at most 100 characters")
     reason = str(body.get("reason") or "")[:255]
+    # The bank's confirmation (Midtrans' second notification) was stored as due work with the
+    # refund, in the same transaction; it is applied when due (refund_confirmation_apply).
     tx = _core_action(identifier, "refund", refund_amount=amount, refund_key=refund_key, reason=reason)
     refund = tx.refunds[-1]
-    # Midtrans sends a second notification once the bank confirms the refund.
-    compression = max(float(settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION), 1e-9)
-    with transaction.atomic():
-        locked = SimTransaction.objects.select_for_update().get(pk=tx.pk)
-        refunds = list(locked.refunds)
-        refunds[-1] = {**refunds[-1], "bank_confirmed_at": time_format(timezone.now())}
-        locked.refunds = refunds
-        locked.save(update_fields=["refunds", "updated_at"])
-        confirmed = transaction_body(locked, for_notification=True)
-        notification_queue(transaction=locked, payloads=[confirmed], delay_seconds=60 / compression)
     return {
         **_action_body(tx, "200", "Success, refund request is approved"),
         "refund_chargeback_id": refund["refund_chargeback_id"],

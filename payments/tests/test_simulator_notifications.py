@@ -461,6 +461,102 @@ def test_trigger_refund_sends_a_second_notification_when_the_bank_confirms(sim, 
         _assert_signed(body)
 
 
+def _confirmations_due(**filters):
+    from payments.simulator.models import SimRefundConfirmation
+
+    return SimRefundConfirmation.objects.filter(**filters).update(due_at=timezone.now())
+
+
+def test_bank_confirmation_shows_in_status_only_with_its_notification(sim, receiver, settings):
+    settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION = 1  # the bank confirms 60 s after the refund
+    snap = _create()
+    sim.pay(snap.token, method="gopay")
+    sim.deliver()
+    receiver.received.clear()
+
+    midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
+    sim.deliver()
+
+    # Not confirmed yet: neither the status API nor any notification says so.
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["refunds"][0]["bank_confirmed_at"] == ""
+    (first,) = receiver.bodies()
+    assert first["refunds"][0]["bank_confirmed_at"] == ""
+    assert [n.payload["refunds"][0]["bank_confirmed_at"] for n in sim.notifications(ORDER)[2:]] == [""]
+
+    assert _confirmations_due(refund_chargeback_id=1) == 1  # 60 s pass
+    status = midtrans.transaction_status(midtrans_order_id=ORDER)
+    confirmed_at = status["refunds"][0]["bank_confirmed_at"]
+    assert TIME_RE.match(confirmed_at)
+    # The notification announcing it was queued with it, and says the same.
+    assert [n.payload["refunds"][0]["bank_confirmed_at"] for n in sim.notifications(ORDER)[2:]] == ["", confirmed_at]
+    sim.deliver()
+    second = receiver.bodies()[-1]
+    assert (second["transaction_status"], second["refunds"][0]["bank_confirmed_at"]) == (
+        "partial_refund",
+        confirmed_at,
+    )
+    _assert_signed(second)
+
+
+def test_each_bank_confirmation_stamps_its_own_refund(sim, receiver, settings):
+    settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION = 1
+    snap = _create()
+    sim.pay(snap.token, method="qris")
+    midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=30000)
+    midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-2", amount=20000)
+    sim.deliver()
+    receiver.received.clear()
+
+    def confirmed():
+        refunds = SimTransaction.objects.get(order_id=ORDER).refunds
+        return [(r["refund_chargeback_id"], bool(r["bank_confirmed_at"])) for r in refunds]
+
+    assert confirmed() == [(1, False), (2, False)]
+
+    # The first refund's confirmation falls due after the second refund was made.
+    _confirmations_due(refund_chargeback_id=1)
+    sim.deliver_all(wait_seconds=5)
+    assert confirmed() == [(1, True), (2, False)]
+    (body,) = receiver.bodies()
+    assert [bool(r["bank_confirmed_at"]) for r in body["refunds"]] == [True, False]
+
+    _confirmations_due(refund_chargeback_id=2)
+    sim.deliver_all(wait_seconds=5)
+    assert confirmed() == [(1, True), (2, True)]
+    first, second = receiver.bodies()
+    assert second["refunds"][0]["bank_confirmed_at"] == first["refunds"][0]["bank_confirmed_at"]  # stamped once
+    assert second["refunds"][1]["bank_confirmed_at"]
+
+
+@pytest.mark.parametrize("event", ["refund", "partial_refund"])
+def test_trigger_refund_sends_both_notifications(sim, receiver, settings, capsys, event):
+    settings.MIDTRANS_SIMULATOR_TIME_COMPRESSION = 1_000_000
+    snap = _create()
+    sim.pay(snap.token, method="gopay")
+    sim.deliver()
+    receiver.received.clear()
+
+    _trigger(ORDER, event, "--wait", "5")
+
+    bodies = receiver.bodies()
+    assert [b["transaction_status"] for b in bodies] == [event, event]
+    assert bodies[0]["refunds"][0]["bank_confirmed_at"] == ""
+    assert TIME_RE.match(bodies[1]["refunds"][0]["bank_confirmed_at"])
+    for body in bodies:
+        _assert_signed(body)
+    assert capsys.readouterr().out.count(": delivered after 1 attempt(s), HTTP 200") == 2
+
+
+def test_trigger_refund_without_wait_leaves_the_confirmation_to_the_web_process(sim, receiver, capsys):
+    snap = _create()
+    sim.pay(snap.token, method="gopay")
+    sim.deliver()
+    receiver.received.clear()
+    _trigger(ORDER, "refund")
+    assert [b["refunds"][0]["bank_confirmed_at"] for b in receiver.bodies()] == [""]
+    assert "refund 1: the bank confirms at" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

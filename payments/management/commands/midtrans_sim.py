@@ -4,15 +4,17 @@
                            chargeback|challenge|reversal [--duplicate N] [--out-of-order] [--amount X]
 
 ORDER_ID is the Midtrans order id of a simulated transaction (e.g. BF-20261122-7K3QX9AB-1).
-The notifications are sent from this process right away; retries after a non-2xx answer
-are left to the web process's sender (or waited for here with --wait SECONDS).
+The notifications are sent from this process right away; retries after a non-2xx answer,
+and a refund's second notification (when the bank confirms it, 60 s divided by
+MIDTRANS_SIMULATOR_TIME_COMPRESSION later), are left to the web process's sender (or
+waited for here with --wait SECONDS).
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
 from payments.simulator import services, triggers
 from payments.simulator.dispatcher import SEND_TIMEOUT_SECONDS, deliveries_await, deliveries_drain
-from payments.simulator.models import SimNotification
+from payments.simulator.models import SimNotification, SimRefundConfirmation
 
 
 class Command(BaseCommand):
@@ -64,7 +66,9 @@ class Command(BaseCommand):
         if options["no_send"]:
             return
         ids = [row.id for row in rows]
-        deliveries_drain(only_ids=ids, wait_seconds=options["wait"])
+        sent = deliveries_drain(only_ids=ids, wait_seconds=options["wait"])
+        # A refund's bank confirmation (the second notification) may have fallen due meanwhile.
+        ids += [row.id for row in sent if row.id not in ids]
         # The web process's sender may have taken some rows meanwhile: report what became of each.
         for row in deliveries_await(ids=ids, timeout=SEND_TIMEOUT_SECONDS + 5):
             outcome = f"HTTP {row.last_http_status}" if row.last_http_status else (row.last_error or "not sent yet")
@@ -73,3 +77,10 @@ class Command(BaseCommand):
             if row.status == SimNotification.Status.PENDING:
                 line += f"; next try at {row.due_at:%H:%M:%S} (sent by the web process)"
             self.stdout.write(line)
+        for confirmation in SimRefundConfirmation.objects.filter(
+            transaction__order_id=options["order_id"], applied_at__isnull=True
+        ):
+            self.stdout.write(
+                f"refund {confirmation.refund_chargeback_id}: the bank confirms at {confirmation.due_at:%H:%M:%S} "
+                "(sent by the web process, or wait for it here with --wait)"
+            )
