@@ -131,6 +131,15 @@ class SimFault(models.Model):
     timeout = models.BooleanField(default=False, help_text="Hold each API call for timeout_seconds.")
     timeout_seconds = models.FloatField(default=30.0)
     down = models.BooleanField(default=False, help_text="Answer 503 with an HTML page, like a dead upstream.")
+    answer_status = models.PositiveSmallIntegerField(
+        default=0, help_text="HTTP status for the next answer_next calls: 404 (Spring-style), 429, 301/302/303/307/308."
+    )
+    answer_next = models.PositiveIntegerField(default=0, help_text="The next N API calls answer answer_status.")
+    retry_after_seconds = models.PositiveIntegerField(default=1, help_text="Retry-After sent with a 429.")
+    core_errors_as_http = models.BooleanField(
+        default=False,
+        help_text="Core API errors (and a status read's 404) come with their status_code as the HTTP status.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):

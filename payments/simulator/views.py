@@ -11,6 +11,7 @@ from functools import wraps
 
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -44,7 +45,8 @@ def _api(operation: str, *, snap: bool):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             identifier = kwargs.get("identifier") or kwargs.get("token") or _order_id_of(request)
-            fault = faults.fault_apply()
+            applied = faults.fault_apply()
+            fault = applied.kind
             if fault == "down":
                 response = HttpResponse(
                     "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
@@ -53,6 +55,8 @@ def _api(operation: str, *, snap: bool):
                 )
             elif fault == "timeout":
                 response = HttpResponse("<html><body><h1>504 Gateway Time-out</h1></body></html>", status=504)
+            elif fault == "answer":
+                response = _canned_answer(request, applied, snap=snap)
             elif fault == "error":
                 body = (
                     {"error_messages": [_SERVER_ERROR]}
@@ -74,14 +78,53 @@ def _api(operation: str, *, snap: bool):
                     )
                 except services.SimApiError as exc:
                     response = JsonResponse(exc.body, status=exc.http_status)
+                if applied.core_errors_as_http and not snap:
+                    _core_error_as_http(response)
             SimApiCall.objects.create(
-                operation=operation, order_id=identifier[:64], http_status=response.status_code, fault=fault
+                operation=operation, order_id=identifier[:64], http_status=response.status_code, fault=applied.label
             )
             return response
 
         return wrapped
 
     return decorator
+
+
+def _canned_answer(request, applied: faults.Applied, *, snap: bool) -> HttpResponse:
+    """The answer_status fault: what a throttling Midtrans, a Spring 404 or a redirecting proxy sends."""
+    code = applied.answer_status
+    if code == 404:
+        # What Midtrans' Spring backend answers for a path it has no route for (reference §2).
+        return JsonResponse(
+            {
+                "timestamp": timezone.now().isoformat(timespec="milliseconds"),
+                "status": 404,
+                "error": "Not Found",
+                "message": "No message available",
+                "path": request.path,
+            },
+            status=404,
+        )
+    if code == 429:
+        message = "Too many requests, please slow down"
+        body = {"error_messages": [message]} if snap else {"status_code": "429", "status_message": message}
+        response = JsonResponse(body, status=429)
+        response["Retry-After"] = str(applied.retry_after_seconds)
+        return response
+    # A redirect, like a proxy sending http to https: the body is an HTML page.
+    response = HttpResponse(f"<html><body><h1>{code} Moved</h1></body></html>", status=code, content_type="text/html")
+    response["Location"] = f"https://{request.get_host()}{request.get_full_path()}"
+    return response
+
+
+def _core_error_as_http(response: HttpResponse) -> None:
+    """core_errors_as_http: a Core API error body's status_code becomes the HTTP status (407 is data)."""
+    try:
+        code = int(json.loads(response.content).get("status_code", ""))
+    except (ValueError, TypeError, AttributeError):
+        return
+    if code >= 400 and code != 407:
+        response.status_code = code
 
 
 # --- Snap API ------------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ class MidtransSim:
 
     # --- faults -------------------------------------------------------------------------------------
     def faults(self, **changes) -> dict:
-        """Set faults: latency_ms, error_rate (0..1), fail_next (N), timeout (bool), timeout_seconds, down (bool)."""
+        """Set faults: latency_ms, error_rate (0..1), fail_next (N), timeout (bool), timeout_seconds, down (bool),
+        answer_status (404/429/3xx) for the next answer_next (N) calls, retry_after_seconds (429),
+        core_errors_as_http (bool: Core API errors with their status_code as the HTTP status)."""
         from payments.simulator import faults
 
         return faults.fault_as_dict(faults.fault_set(**changes))

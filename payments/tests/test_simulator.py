@@ -401,6 +401,72 @@ def test_fault_command_reset_and_set_together(sim, capsys):
     assert (fault.latency_ms, fault.down, fault.error_rate) == (0, False, 0.5)
 
 
+def test_answer_status_429_for_the_next_calls_with_retry_after(sim):
+    sim.faults(answer_status=429, answer_next=2, retry_after_seconds=3)
+    first, second, third = (_status(sim) for _ in range(3))
+    for response in (first, second):
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "3"
+        assert response.json()["status_code"] == "429"
+    assert third.status_code == 200
+    assert [c.fault for c in SimApiCall.objects.order_by("id")] == ["answer_429", "answer_429", ""]
+    sim.faults(answer_status=429, answer_next=1)
+    snap = _create(sim, _payload())
+    assert snap.status_code == 429 and snap.json()["error_messages"]
+    assert SimTransaction.objects.count() == 0
+
+
+def test_answer_status_404_is_spring_style_and_3xx_redirects(sim):
+    sim.faults(answer_status=404, answer_next=1)
+    response = _status(sim)
+    assert response.status_code == 404
+    assert {"timestamp", "status", "error", "path"} <= set(response.json())
+    assert "status_code" not in response.json()
+
+    sim.faults(answer_status=302, answer_next=1)
+    response = requests.get(f"{sim.base_url}/v2/{ORDER}/status", headers=_auth(), timeout=10, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("https://")
+    assert response.headers["Location"].endswith(f"/v2/{ORDER}/status")
+
+
+def test_core_errors_as_http_statuses(sim):
+    sim.faults(core_errors_as_http=True)
+    unknown = _status(sim, "BF-NOPE-1")
+    assert (unknown.status_code, unknown.json()["status_code"]) == (404, "404")
+    token = _create(sim, _payload()).json()["token"]
+    sim.pay(token, method="gopay")
+    assert _post(sim, "refund", json={"refund_key": "k-1", "amount": 1000}).status_code == 200
+    duplicate = _post(sim, "refund", json={"refund_key": "k-1", "amount": 1000})
+    assert (duplicate.status_code, duplicate.json()["status_code"]) == (406, "406")
+    wrong_state = _post(sim, "cancel")
+    assert (wrong_state.status_code, wrong_state.json()["status_code"]) == (412, "412")
+    other = "BF-20260101-SIMTEST1-2"
+    sim.choose(_create(sim, _payload(order_id=other)).json()["token"], "gopay")
+    expired = _post(sim, "expire", order_id=other)
+    assert (expired.status_code, expired.json()["status_code"]) == (200, "407")  # a success, not an error
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"answer_status": 500, "answer_next": 1},
+        {"answer_next": 2},  # which status?
+        {"answer_status": 429, "answer_next": -1},
+        {"core_errors_as_http": "yes"},
+        {"reset": "yes"},
+    ],
+)
+def test_answer_faults_reject_bad_values_and_change_nothing(sim, change):
+    url = f"{sim.base_url}/_faults"
+    requests.post(url, json={"latency_ms": 5}, timeout=10)
+    before = {k: v for k, v in SimFault.objects.values().get(pk=1).items() if k != "updated_at"}
+    response = requests.post(url, json=change, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert {k: v for k, v in SimFault.objects.values().get(pk=1).items() if k != "updated_at"} == before
+
+
 # --- the simulator is not served unless switched on --------------------------------------------------------
 
 

@@ -3,6 +3,8 @@
     manage.py midtrans_sim_faults --latency-ms 800 --error-rate 0.3
     manage.py midtrans_sim_faults --down          # 503 HTML for every API call
     manage.py midtrans_sim_faults --timeout --timeout-seconds 20
+    manage.py midtrans_sim_faults --answer-status 429 --answer-next 2 --retry-after-seconds 1
+    manage.py midtrans_sim_faults --core-errors-as-http   # 404/412/406 ... as HTTP statuses
     manage.py midtrans_sim_faults --reset
 Without options it prints the current faults. The same is available as
 GET/POST/DELETE /sandbox/midtrans/_faults.
@@ -28,6 +30,18 @@ class Command(BaseCommand):
         parser.add_argument("--timeout-seconds", type=float, help="how long a held call waits (default 30)")
         parser.add_argument(
             "--down", action=argparse.BooleanOptionalAction, help="answer 503 HTML to every call (--no-down)"
+        )
+        parser.add_argument(
+            "--answer-status",
+            type=int,
+            help="HTTP status for the next --answer-next calls: 404 (Spring-style JSON), 429, 301/302/303/307/308",
+        )
+        parser.add_argument("--answer-next", type=int, help="how many API calls answer --answer-status")
+        parser.add_argument("--retry-after-seconds", type=int, help="Retry-After sent with a 429 (default 1)")
+        parser.add_argument(
+            "--core-errors-as-http",
+            action=argparse.BooleanOptionalAction,
+            help="Core API errors (and an unknown order's status) with their status_code as HTTP status",
         )
 
     def handle(self, *args, **options):
