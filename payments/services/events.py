@@ -196,6 +196,47 @@ def status_signal(status: dict) -> Signal:
     return Signal.NONE
 
 
+# The status_code Midtrans sends with each transaction_status (reference §2: 200 capture,
+# settlement, refund; 201 pending; 202 deny or cancel; 407 or 202 expire). The signature
+# covers status_code but NOT transaction_status or fraud_status, so when a body is applied
+# without the status API's confirmation, they must agree: a signed pending body (201)
+# edited to "settlement" must not pay an order. Strict on purpose: a genuine body refused
+# here is still recorded, and the sweep applies what the status API says for the attempt.
+# A success is checked first (only "200"); then this table, by transaction_status.
+STATUS_CODES_BY_TRANSACTION_STATUS: dict[str, frozenset[str]] = {
+    "settlement": frozenset({"200", "201"}),  # not a success here: held by the fraud check
+    "capture": frozenset({"200", "201"}),  # held by the fraud check: Midtrans sends 201 ("challenged by FDS")
+    "pending": frozenset({"201"}),
+    "authorize": frozenset({"200", "201"}),
+    "deny": frozenset({"202"}),
+    "cancel": frozenset({"202"}),
+    "failure": frozenset({"202"}),
+    "expire": frozenset({"407", "202"}),
+    "refund": frozenset({"200"}),
+    "partial_refund": frozenset({"200"}),
+    "chargeback": frozenset({"200"}),
+    "partial_chargeback": frozenset({"200"}),
+}
+
+
+def status_code_mismatch(status: dict) -> str:
+    """Why the body's status_code cannot go with its transaction_status; "" when it can."""
+    ts, code = _text(status, "transaction_status"), _text(status, "status_code")
+    signal = status_signal(status)
+    if signal == Signal.SUCCESS:
+        expected = frozenset({"200"})
+    elif ts == "capture" and signal == Signal.FAILURE:
+        expected = frozenset({"202"})  # denied by the fraud check
+    else:
+        expected = STATUS_CODES_BY_TRANSACTION_STATUS.get(ts)
+    if expected is None or code in expected:
+        return ""  # a status we do not apply anyway (Signal.NONE), or consistent
+    return (
+        f"status_code {code!r} does not go with transaction_status {ts!r} (Midtrans sends "
+        f"{' or '.join(sorted(expected))}); transaction_status is not covered by the signature"
+    )
+
+
 def amount_parse(value) -> Decimal | None:
     """Exact Decimal of a Midtrans amount string ("99000.00"); None when it is not one."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -915,6 +956,11 @@ def event_process(
             )
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
+    if not confirm and known:
+        why = status_code_mismatch(status)
+        if why:
+            return _status_mismatch_record(event_id=event.pk, attempt_ref=ref, reason=why, dry_run=dry_run)
+
     replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:
         return payment_status_apply(
@@ -937,6 +983,51 @@ def event_process(
             extra={"midtrans_order_id": midtrans_order_id, "event_id": event.pk, "error": type(exc).__name__},
         )
         raise EventProcessingFailed(str(exc)) from exc
+
+
+def _status_mismatch_record(*, event_id: int, attempt_ref: tuple[int, str], reason: str, dry_run: bool) -> ApplyOutcome:
+    """An unconfirmed body whose status_code and transaction_status disagree: kept as
+    evidence (result mismatch, final), never applied, operators alerted once.
+
+    Answered 200 like an amount mismatch, not 400: a retry of the same body cannot be
+    better, a 400 would only make Midtrans send it twice more, and the attempt's real state
+    comes from the status API in the sweep."""
+    attempt_pk, order_id = attempt_ref
+    with transaction.atomic():
+        event = PaymentEvent.objects.select_for_update().get(pk=event_id)
+        if event.result not in FINAL_EVENT_RESULTS:
+            event.attempt_id = attempt_pk
+            event.result = EventResult.MISMATCH
+            event.error = reason
+            event.processed_at = timezone.now()
+            event.processing_attempts += 1
+            event.save(update_fields=["attempt", "result", "error", "processed_at", "processing_attempts"])
+            _notify(
+                "notice_alert",
+                order_id=order_id,
+                subject=f"Inconsistent Midtrans notification on order {order_id}",
+                body=f"A validly signed notification for {event.midtrans_order_id} was NOT applied: {reason}. "
+                "It may have been edited; the reconciliation sweep reads the real status from Midtrans.",
+            )
+        logger.warning(
+            "payment_event_status_mismatch",
+            extra={
+                "order_id": order_id,
+                "midtrans_order_id": event.midtrans_order_id,
+                "event_id": event.pk,
+                "reason": reason,
+                "dry_run": dry_run,
+            },
+        )
+        if dry_run:
+            transaction.set_rollback(True)
+    return ApplyOutcome(
+        result=EventResult.MISMATCH,
+        midtrans_order_id=event.midtrans_order_id,
+        event_id=event.pk,
+        order_id=order_id,
+        dry_run=dry_run,
+    )
 
 
 def notification_receive(*, payload: dict) -> ApplyOutcome:
