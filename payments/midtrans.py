@@ -344,6 +344,11 @@ def _error_for(
     code = http_status if http_status >= 400 else (int(body_code) if body_code.isdigit() else 200)
     if http_status < 400 and body_code in status_data_codes:
         return None
+    # A status read's "unknown / no method chosen yet" may come as HTTP 404 with Midtrans' own
+    # body (status_code "404"): the same data as HTTP 200 with that body. A Spring-style 404
+    # ({"status": 404, "error": "Not Found"}: no status_code) or a non-JSON one is a real not found.
+    if http_status == 404 and body_code == "404" and "404" in status_data_codes:
+        return None
     if code < 400:
         return None
     ctx.update(messages=messages, status_code=body_code)

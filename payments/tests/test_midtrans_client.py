@@ -185,6 +185,30 @@ def test_http_404_is_not_found(sim):
     assert exc.value.messages == ["token not found"]
 
 
+def test_status_read_http_404_with_midtrans_body_is_data(sim):
+    # Midtrans' own "Transaction doesn't exist" body, delivered with HTTP 404 instead of 200.
+    sim.faults(core_errors_as_http=True)
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert (body["status_code"], body["status_message"]) == ("404", "Transaction doesn't exist.")
+    assert [c.http_status for c in sim.api_calls("status")] == [404]
+    # An action on an unknown transaction is still an error.
+    with pytest.raises(midtrans.MidtransNotFound) as exc:
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert (exc.value.http_status, exc.value.status_code) == (404, "404")
+
+
+def test_status_read_spring_style_or_non_json_404_is_not_found(sim, settings):
+    sim.faults(answer_status=404, answer_next=1)  # {"timestamp", "status": 404, "error": "Not Found", "path"}
+    with pytest.raises(midtrans.MidtransNotFound) as exc:
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert exc.value.http_status == 404
+    assert [c.http_status for c in sim.api_calls("status")] == [404]  # not retried
+    settings.MIDTRANS_API_URL = f"{sim.live_url}/no-such-prefix"  # Django's HTML 404 page
+    with pytest.raises(midtrans.MidtransNotFound):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert midtrans.circuit_state()["failures"] == 0
+
+
 def test_action_on_unknown_transaction_is_not_found(sim):
     with pytest.raises(midtrans.MidtransNotFound) as exc:
         midtrans.transaction_cancel(midtrans_order_id="BF-UNKNOWN-1")
