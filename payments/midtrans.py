@@ -97,6 +97,14 @@ class MidtransDuplicateRefundKey(MidtransError):
     """406 on a refund: this refund_key was already used, so the refund was already requested."""
 
 
+class MidtransConfigurationError(MidtransError):
+    """Midtrans' answer says our configuration is wrong: a 3xx redirect (a base URL with the wrong
+    scheme or host, a proxy in the way). Not retried, and not a breaker failure: Midtrans is not
+    down, we are talking to the wrong place. `location` is where the redirect pointed."""
+
+    location: str = ""
+
+
 class MidtransUnavailable(MidtransError):
     """Midtrans could not answer: callers answer 503 / retry later."""
 
@@ -419,13 +427,26 @@ def _request_once(
         finally:
             response.close()  # the body was read whole: the connection goes back to the pool
             _session_used()
-        error = _error_for(
-            operation=operation,
-            midtrans_order_id=midtrans_order_id,
-            http_status=http_status,
-            body=body,
-            status_data_codes=status_data_codes,
-        )
+        if 300 <= http_status < 400:
+            # Redirects are not followed (a POST must not be replayed elsewhere) and are never a
+            # success, whatever the body: the base URL is wrong.
+            location = response.headers.get("Location", "")
+            error = MidtransConfigurationError(
+                f"Midtrans answered HTTP {http_status} redirecting to {location or '(no Location)'}; "
+                "check MIDTRANS_SNAP_URL / MIDTRANS_API_URL",
+                operation=operation,
+                midtrans_order_id=midtrans_order_id,
+                http_status=http_status,
+            )
+            error.location = location
+        else:
+            error = _error_for(
+                operation=operation,
+                midtrans_order_id=midtrans_order_id,
+                http_status=http_status,
+                body=body,
+                status_data_codes=status_data_codes,
+            )
     except (requests.Timeout, requests.ConnectionError) as exc:
         error = MidtransTimeout(
             f"Midtrans did not answer: {type(exc).__name__}", operation=operation, midtrans_order_id=midtrans_order_id
@@ -441,6 +462,11 @@ def _request_once(
 
     if isinstance(error, MidtransUnavailable):
         _circuit_failure(probe=probe)
+    elif isinstance(error, MidtransConfigurationError):
+        # Says nothing about Midtrans' health: neither a failure nor a success. A probe hands
+        # its turn back, so the next call probes.
+        if probe:
+            _cache_call(cache.delete, _CB_PROBE)
     else:
         # Midtrans answered (even a 4xx is an answer): the service is up.
         _circuit_success(probe=probe, state=breaker_state)

@@ -209,6 +209,25 @@ def test_status_read_spring_style_or_non_json_404_is_not_found(sim, settings):
     assert midtrans.circuit_state()["failures"] == 0
 
 
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_redirect_is_a_configuration_error_never_success_nor_breaker_failure(sim, settings, code):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    sim.faults(answer_status=code, answer_next=1)
+    with pytest.raises(midtrans.MidtransConfigurationError) as exc:
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert exc.value.http_status == code
+    assert exc.value.location.startswith("https://")
+    assert not isinstance(exc.value, midtrans.MidtransUnavailable)
+    assert [c.http_status for c in sim.api_calls("status")] == [code]  # not retried
+    assert midtrans.circuit_state() == {"state": "closed", "failures": 0, "opened_at": None}
+
+    sim.faults(answer_status=code, answer_next=1)
+    with pytest.raises(midtrans.MidtransConfigurationError):
+        midtrans.snap_create(payload=_payload())
+    assert SimTransaction.objects.count() == 0
+    assert midtrans.circuit_state()["state"] == "closed"
+
+
 def test_action_on_unknown_transaction_is_not_found(sim):
     with pytest.raises(midtrans.MidtransNotFound) as exc:
         midtrans.transaction_cancel(midtrans_order_id="BF-UNKNOWN-1")
