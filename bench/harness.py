@@ -124,10 +124,21 @@ def server_env(*, database_url: str, port: int, **overrides) -> dict:
 
 
 class Gunicorn:
-    """gunicorn serving the project on 127.0.0.1:port (gthread workers), logs to a temp file."""
+    """gunicorn serving the project on 127.0.0.1:port (gthread workers unless told), logs to a temp file."""
 
-    def __init__(self, *, env: dict, port: int, workers: int = 2, threads: int = 8, label: str = "web"):
+    def __init__(
+        self,
+        *,
+        env: dict,
+        port: int,
+        workers: int = 2,
+        threads: int = 8,
+        label: str = "web",
+        worker_class: str = "gthread",
+        extra_args: tuple[str, ...] = (),
+    ):
         self.env, self.port, self.workers, self.threads, self.label = env, port, workers, threads, label
+        self.worker_class, self.extra_args = worker_class, tuple(extra_args)
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = Path(tempfile.gettempdir()) / f"bench-{label}-{port}.log"
         self.process: subprocess.Popen | None = None
@@ -145,11 +156,12 @@ class Gunicorn:
                 "--threads",
                 str(self.threads),
                 "--worker-class",
-                "gthread",
+                self.worker_class,
                 "--timeout",
                 "60",
                 "--backlog",
                 "2048",
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=self.env,

@@ -145,9 +145,24 @@ def seed(count: int) -> list[bytes]:
     return [harness.json_bytes(sim.transaction_body(tx, for_notification=True)) for tx in transactions]
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / harness._CLOCK_TICKS
+
+
 def _cpu_snapshot(web, simulator) -> dict:
     postgres = {pid: harness.process_cpu_seconds(pid) for pid in harness.postgres_backend_pids(DB_NAME)}
-    return {"web": web.cpu_seconds(), "simulator": simulator.cpu_seconds(), "postgres": postgres}
+    me = os.times()
+    return {
+        "web": web.cpu_seconds(),
+        "simulator": simulator.cpu_seconds(),
+        "postgres": postgres,
+        "senders": me.user + me.system,  # this process: the load generator's threads
+        "machine": _machine_busy_seconds(),
+        "wall": time.monotonic(),
+    }
 
 
 def _cpu_per_request(before: dict, after: dict, requests: int) -> dict:
@@ -161,6 +176,20 @@ def _cpu_per_request(before: dict, after: dict, requests: int) -> dict:
     costs = {name: seconds * 1000 / requests for name, seconds in costs.items()}
     costs["total"] = sum(costs.values())
     return costs
+
+
+def _machine_line(before: dict, after: dict, cpu: dict, requests: int) -> str:
+    """How busy the cores were during the run, and how much of that was not this benchmark
+    (other programs on the machine): figures measured on a shared machine need both."""
+    wall = after["wall"] - before["wall"]
+    busy = (after["machine"] - before["machine"]) / wall
+    senders = (after["senders"] - before["senders"]) / wall
+    ours = cpu["total"] * requests / 1000 / wall + senders
+    return (
+        f"    cores busy {busy:.2f} of {os.cpu_count()}: product+simulator+PostgreSQL {ours - senders:.2f}, "
+        f"load generator {senders:.2f}, anything else {max(0.0, busy - ours):.2f}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def check_paid(bodies: list[bytes]) -> str:
@@ -199,6 +228,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800, 1600], help="per sender level")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--web-worker-class", default="gthread", help="gthread, or sync (then --web-threads 1)")
+    parser.add_argument("--web-keep-alive", type=float, default=None, help="gunicorn --keep-alive (s); 0: close")
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=8)
     parser.add_argument("--show-queries", action="store_true", help="print one notification's SQL")
@@ -229,12 +260,19 @@ def main() -> None:
             env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
         ) as simulator,
         harness.Gunicorn(
-            env=web_env, port=web_port, workers=args.web_workers, threads=args.web_threads, label="web"
+            env=web_env,
+            port=web_port,
+            workers=args.web_workers,
+            threads=args.web_threads,
+            label="web",
+            worker_class=args.web_worker_class,
+            extra_args=() if args.web_keep_alive is None else ("--keep-alive", str(args.web_keep_alive)),
         ) as web,
     ):
+        keep_alive = "" if args.web_keep_alive is None else f", keep-alive {args.web_keep_alive:g} s"
         print(
-            f"web: gunicorn {args.web_workers} workers x {args.web_threads} threads (log {web.log_path}); "
-            f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}"
+            f"web: gunicorn {args.web_workers} {args.web_worker_class} workers x {args.web_threads} threads"
+            f"{keep_alive} (log {web.log_path}); simulator: gunicorn {args.sim_workers} x {args.sim_threads}"
         )
         if args.show_queries:
             extra = seed(1)
@@ -245,7 +283,8 @@ def main() -> None:
             time.sleep(1)
             before = _cpu_snapshot(web, simulator)
             result = harness.load_run(url=web.url + "/webhooks/midtrans", bodies=bodies, concurrency=senders)
-            cpu = _cpu_per_request(before, _cpu_snapshot(web, simulator), len(bodies))
+            after = _cpu_snapshot(web, simulator)
+            cpu = _cpu_per_request(before, after, len(bodies))
             results.append((senders, bodies, result))
             print(harness.result_line("webhook settlement", result))
             print(
@@ -253,6 +292,7 @@ def main() -> None:
                 f"PostgreSQL {cpu['postgres']:.1f} ms = {cpu['total']:.1f} ms; "
                 f"{os.cpu_count()} cores alone cap this at ~{os.cpu_count() * 1000 / cpu['total']:.0f}/s"
             )
+            print(_machine_line(before, after, cpu, len(bodies)))
             print("   ", check_paid(bodies))
 
     from payments.models import PaymentAttempt
