@@ -259,8 +259,12 @@ WEBHOOK_STATUS_BUDGET = _read(env.float, "WEBHOOK_STATUS_BUDGET", default=3.0)
 RECONCILE_STALE_MINUTES = _read(env.int, "RECONCILE_STALE_MINUTES", default=5)
 # Events still unprocessed after this many seconds are retried by the sweep (not in flight).
 RECONCILE_EVENT_GRACE_SECONDS = _read(env.int, "RECONCILE_EVENT_GRACE_SECONDS", default=60)
-# The sweep gives up re-processing a failing event after this many tries (it stays FAILED).
+# The sweep gives up re-processing an unprocessed or failing event after this many tries
+# (it stays as it is, operators are alerted once; replay_payment_events --id N retries it).
 RECONCILE_EVENT_MAX_ATTEMPTS = _read(env.int, "RECONCILE_EVENT_MAX_ATTEMPTS", default=20)
+# Operators are alerted once about a notification for an unknown Midtrans order id (an
+# orphan) still unmatched after this many hours.
+RECONCILE_ORPHAN_ALERT_HOURS = _read(env.int, "RECONCILE_ORPHAN_ALERT_HOURS", default=24)
 # Items per sweep and kind, so one run stays short; the next run continues.
 RECONCILE_BATCH_SIZE = _read(env.int, "RECONCILE_BATCH_SIZE", default=200)
 # Hours after payment during which the sweep keeps re-reading paid (and partially refunded)

@@ -264,6 +264,11 @@ class PaymentEvent(models.Model):
     processing_attempts = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # The sweep retries unprocessed events least recently tried first, up to
+    # RECONCILE_EVENT_MAX_ATTEMPTS tries; operators are alerted once (alerted_at) when an
+    # event is given up or an orphan stays unmatched.
+    last_tried_at = models.DateTimeField(null=True, blank=True)
+    alerted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]

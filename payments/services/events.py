@@ -367,19 +367,24 @@ def event_failure_record(*, event_id: int, error: str) -> None:
         event.result = EventResult.FAILED
         event.error = error[-10000:]
         event.processing_attempts += 1
-        event.save(update_fields=["result", "error", "processing_attempts"])
+        event.last_tried_at = timezone.now()
+        event.save(update_fields=["result", "error", "processing_attempts", "last_tried_at"])
 
 
 def event_defer(*, event_id: int, reason: str) -> None:
-    """Leave an event unprocessed (the sweep retries it) and say why."""
+    """Leave an event unprocessed (the sweep retries it) and say why.
+
+    Its result stays what it was (received, failed or orphan): the try counts towards
+    RECONCILE_EVENT_MAX_ATTEMPTS whatever the result, so a failed event that is deferred
+    does not start counting again."""
     with transaction.atomic():
         event = PaymentEvent.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.result in FINAL_EVENT_RESULTS:
             return
-        event.result = EventResult.RECEIVED if event.result != EventResult.ORPHAN else event.result
         event.error = reason[-10000:]
         event.processing_attempts += 1
-        event.save(update_fields=["result", "error", "processing_attempts"])
+        event.last_tried_at = timezone.now()
+        event.save(update_fields=["error", "processing_attempts", "last_tried_at"])
 
 
 # --- Applying a status ------------------------------------------------------------------------

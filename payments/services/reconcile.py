@@ -2,8 +2,9 @@
 
 One sweep (Celery beat every RECONCILE_INTERVAL_SECONDS, `manage.py reconcile_payments`)
 goes through, in this order:
-1. recorded events never processed (the webhook answered 503, or crashed) and failed ones;
-2. orphans whose Midtrans order id now has an attempt;
+1. recorded events never processed (the webhook answered 503, or crashed) and failed ones,
+   least recently tried first, each at most RECONCILE_EVENT_MAX_ATTEMPTS times;
+2. orphans whose Midtrans order id now has an attempt (same cap);
 3. orders past their payment window: each live attempt is read at Midtrans and, still
    unpaid, expired (or its Snap session cancelled) there, so a late payment cannot start;
    then the order is marked EXPIRED;
@@ -15,6 +16,9 @@ goes through, in this order:
 6. attempts we closed (expired, failed) for which a pending notification arrived since we
    last read them, on orders that can no longer be paid: a virtual account created late is
    expired at Midtrans, so no money can start for an order we call expired.
+Last, operators are alerted once (payments.notices.notice_alert) about each event given up
+after RECONCILE_EVENT_MAX_ATTEMPTS tries and each orphan still unmatched after
+RECONCILE_ORPHAN_ALERT_HOURS.
 Every status read goes through payments.services.events.payment_status_apply, the same
 function the webhook and the admin use. Everything is safe to run twice or concurrently.
 
@@ -33,10 +37,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Min, Q, Value
 from django.utils import timezone
 
-from payments import midtrans
+from payments import midtrans, notices
 from payments.models import EventResult, EventSource, Order, PaymentAttempt, PaymentEvent
 from payments.services.audit import audit_record
 from payments.services.events import (
@@ -317,6 +322,7 @@ def reconcile_run(
     except _MidtransDown as exc:
         report.errors.append(f"Midtrans unavailable, sweep stopped: {exc}")
         report.stopped_early = True
+    _alerts_sweep(report=report, dry_run=dry_run, now=now)  # needs no Midtrans
     _log(report, scope="all")
     return report
 
@@ -352,20 +358,23 @@ def reconcile_sweep(*, actor: str = "reconcile") -> ReconcileReport | None:
 def _events_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, order_id: str | None = None) -> None:
     now = timezone.now()
     grace = now - timedelta(seconds=settings.RECONCILE_EVENT_GRACE_SECONDS)
-    unprocessed = Q(result=EventResult.RECEIVED, received_at__lte=grace) | Q(
-        result=EventResult.FAILED, processing_attempts__lt=settings.RECONCILE_EVENT_MAX_ATTEMPTS
-    )
+    unprocessed = Q(result=EventResult.RECEIVED, received_at__lte=grace) | Q(result=EventResult.FAILED)
     known_ids = PaymentAttempt.objects.values("midtrans_order_id")
     rematch = Q(result=EventResult.ORPHAN, midtrans_order_id__in=known_ids)
-    events = PaymentEvent.objects.filter(unprocessed | rematch)
+    # Capped: an event that never goes through is given up (and alerted, see _alerts_sweep)
+    # instead of being retried forever.
+    events = PaymentEvent.objects.filter(
+        unprocessed | rematch, processing_attempts__lt=settings.RECONCILE_EVENT_MAX_ATTEMPTS
+    )
     if since is not None:
         events = events.filter(received_at__gte=since)
     if order_id is not None:
         ids_of_order = PaymentAttempt.objects.filter(order_id=order_id).values("midtrans_order_id")
         events = events.filter(midtrans_order_id__in=ids_of_order)
-    batch = list(
-        events.order_by("received_at").values_list("pk", "midtrans_order_id", "result")[: settings.RECONCILE_BATCH_SIZE]
-    )
+    # Least recently tried first (never tried: first of all), so events that keep failing
+    # take turns with the others instead of filling every batch.
+    events = events.order_by(F("last_tried_at").asc(nulls_first=True), "received_at")
+    batch = list(events.values_list("pk", "midtrans_order_id", "result")[: settings.RECONCILE_BATCH_SIZE])
     for event_id, midtrans_order_id, result in batch:
         report.checked += 1
         try:
@@ -473,6 +482,51 @@ def _late_pending_sweep(*, report: ReconcileReport, actor: str, since, dry_run: 
     batch = events.order_by("received_at").values_list("attempt_id", flat=True)[: settings.RECONCILE_BATCH_SIZE]
     for attempt_id in dict.fromkeys(batch):
         _item_sync(attempt_id=attempt_id, actor=actor, dry_run=dry_run, report=report, label=f"attempt {attempt_id}")
+
+
+def _alerts_sweep(*, report: ReconcileReport, dry_run: bool, now: datetime) -> None:
+    """Tell operators, once each, about events the sweep gave up on and long-unmatched orphans."""
+    exhausted = Q(
+        result__in=(EventResult.RECEIVED, EventResult.FAILED),
+        processing_attempts__gte=settings.RECONCILE_EVENT_MAX_ATTEMPTS,
+    )
+    orphaned = Q(
+        result=EventResult.ORPHAN, received_at__lte=now - timedelta(hours=settings.RECONCILE_ORPHAN_ALERT_HOURS)
+    )
+    due = PaymentEvent.objects.filter(exhausted | orphaned, alerted_at__isnull=True).order_by("received_at")
+    for event_id in due.values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]:
+        if dry_run:
+            report.note(f"event {event_id}: would alert operators")
+            continue
+        with transaction.atomic():
+            event = PaymentEvent.objects.select_for_update().filter(pk=event_id, alerted_at__isnull=True).first()
+            if event is None:
+                continue  # a concurrent sweep alerted it
+            order_id = (
+                PaymentAttempt.objects.filter(midtrans_order_id=event.midtrans_order_id)
+                .values_list("order_id", flat=True)
+                .first()
+            )
+            if event.result == EventResult.ORPHAN:
+                subject = f"Unmatched Midtrans notification for {event.midtrans_order_id}"
+                received = timezone.localtime(event.received_at).strftime("%Y-%m-%d %H:%M %Z")
+                body = (
+                    f"Payment event {event.pk} ({event.transaction_status or '?'}, received {received}) names "
+                    f"Midtrans order id {event.midtrans_order_id}, which no payment attempt has. Check the "
+                    "Midtrans dashboard for money taken under that id and refund or assign it."
+                )
+            else:
+                subject = f"Payment event {event.pk} given up after {event.processing_attempts} tries"
+                body = (
+                    f"Payment event {event.pk} ({event.transaction_status or '?'} for {event.midtrans_order_id}, "
+                    f"{event.result}) could not be processed after {event.processing_attempts} tries; the sweep "
+                    f"no longer retries it. Last error: {event.error[-500:] or '-'}. Check the Midtrans dashboard, "
+                    f"then `manage.py replay_payment_events --id {event.pk}` or sync the order."
+                )
+            notices.notice_alert(order_id=order_id or event.midtrans_order_id, subject=subject, body=body)
+            event.alerted_at = now
+            event.save(update_fields=["alerted_at"])
+        report.note(f"event {event_id}: operators alerted ({subject})")
 
 
 def _log(report: ReconcileReport, *, scope: str) -> None:

@@ -557,3 +557,106 @@ def test_an_unavailable_status_api_still_stops_the_events_sweep(monkeypatch, set
     assert payment_state() == before
     event.refresh_from_db()
     assert event.result == "received"
+
+
+# --- Unprocessed events: capped, rotated, alerted once (finding 7) -----------------------------
+
+
+@pytest.fixture
+def confirmed(settings):
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+    settings.ALERT_EMAILS = ["ops@buatfilm.test"]
+    settings.RECONCILE_EVENT_GRACE_SECONDS = 0
+
+
+def alert_subjects() -> list[str]:
+    return list(Notification.objects.filter(template="operator_alert").values_list("subject", flat=True))
+
+
+@pytest.mark.parametrize("result", ["received", "failed"])
+def test_an_event_that_never_goes_through_is_given_up_after_the_cap_and_alerted_once(
+    monkeypatch, settings, confirmed, result
+):
+    # given: one try left before the cap; the status API keeps refusing this transaction
+    settings.RECONCILE_EVENT_MAX_ATTEMPTS = 3
+    attempt = attempt_make(status=A.PENDING, idle_hours=0)
+    event = _webhook_event(attempt)
+    PaymentEvent.objects.filter(pk=event.pk).update(result=result, processing_attempts=2)
+    fake = FakeMidtrans(
+        monkeypatch, {attempt.midtrans_order_id: midtrans.MidtransValidationError("rejected", http_status=400)}
+    )
+
+    # when: three sweeps
+    for _ in range(3):
+        reconcile.reconcile_run()
+
+    # then: tried once more, then left alone; its result kept (a failed one is not reset to
+    # received, which used to restart its count); operators told once, naming the event
+    assert fake.reads(attempt.midtrans_order_id) == 1
+    event.refresh_from_db()
+    assert (event.result, event.processing_attempts) == (result, 3)
+    assert event.alerted_at is not None and event.last_tried_at is not None
+    subjects = alert_subjects()
+    assert len(subjects) == 1 and f"Payment event {event.pk} given up after 3 tries" in subjects[0]
+
+
+def test_events_that_keep_failing_take_turns_with_the_others(monkeypatch, settings, confirmed):
+    # given: a batch of one; the oldest event keeps failing, a newer one would go through
+    settings.RECONCILE_BATCH_SIZE = 1
+    stuck = attempt_make(status=A.PENDING, idle_hours=0)
+    stuck_event = _webhook_event(stuck, minutes_ago=120)
+    settled = attempt_make(status=A.PENDING, idle_hours=0)
+    settled_event = _webhook_event(settled, transaction_status="settlement", minutes_ago=60)
+    FakeMidtrans(
+        monkeypatch,
+        {
+            stuck.midtrans_order_id: midtrans.MidtransValidationError("rejected", http_status=400),
+            settled.midtrans_order_id: midtrans_body(settled.midtrans_order_id, "settlement"),
+        },
+    )
+
+    # when: two sweeps
+    reconcile.reconcile_run()
+    reconcile.reconcile_run()
+
+    # then: the second one got its turn
+    settled_event.refresh_from_db()
+    assert settled_event.result == "applied"
+    assert refreshed(settled) == (OS.PAID, A.PAID)
+    stuck_event.refresh_from_db()
+    assert stuck_event.processing_attempts == 1
+
+
+def test_a_long_unmatched_orphan_is_alerted_once(settings, confirmed):
+    # given: a signed notification for an id no attempt has, a day old; and a fresh one
+    settings.RECONCILE_ORPHAN_ALERT_HOURS = 24
+    old = event_record(payload=midtrans_body("BF-20261120-UNKNOWN1-1", "settlement"))
+    PaymentEvent.objects.filter(pk=old.pk).update(result="orphan", received_at=timezone.now() - timedelta(hours=25))
+    fresh = event_record(payload=midtrans_body("BF-20261122-UNKNOWN2-1", "settlement"))
+    PaymentEvent.objects.filter(pk=fresh.pk).update(result="orphan")
+
+    # when: two sweeps
+    reconcile.reconcile_run()
+    reconcile.reconcile_run()
+
+    # then: one alert, about the old one
+    subjects = alert_subjects()
+    assert len(subjects) == 1 and "BF-20261120-UNKNOWN1-1" in subjects[0]
+    assert PaymentEvent.objects.get(pk=fresh.pk).alerted_at is None
+
+
+def test_dry_run_alerts_nobody(settings, confirmed):
+    # given: an exhausted event
+    attempt = attempt_make(status=A.PENDING, idle_hours=0)
+    event = _webhook_event(attempt)
+    PaymentEvent.objects.filter(pk=event.pk).update(
+        result="failed", processing_attempts=settings.RECONCILE_EVENT_MAX_ATTEMPTS
+    )
+
+    # when
+    report = reconcile.reconcile_run(dry_run=True)
+
+    # then: reported, not sent, not marked
+    assert any(f"event {event.pk}: would alert" in line for line in report.changes)
+    assert alert_subjects() == []
+    assert PaymentEvent.objects.get(pk=event.pk).alerted_at is None
