@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0003_attempt_status_checked_at'),
+        ("payments", "0003_attempt_status_checked_at"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='order',
-            options={'ordering': ['-created_at'], 'permissions': [('sync_order', 'Can sync order from Midtrans')]},
+            name="order",
+            options={"ordering": ["-created_at"], "permissions": [("sync_order", "Can sync order from Midtrans")]},
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('payments', '0004_order_sync_permission'),
+        ("payments", "0004_order_sync_permission"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='paymentevent',
-            name='alerted_at',
+            model_name="paymentevent",
+            name="alerted_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='paymentevent',
-            name='last_tried_at',
+            model_name="paymentevent",
+            name="last_tried_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
