@@ -44,6 +44,10 @@ DUPLICATE_ORDER_ID_MARKERS = ("sudah digunakan", "has already been taken", "has 
 # no method chosen yet; "407" means expired. All official clients exclude 407.
 _STATUS_DATA_CODES = {"404", "407"}
 
+# The reference gives no limit for refund_key; the simulator refuses longer keys, and ours
+# (attempt id + a counter) are far shorter.
+REFUND_KEY_MAX_LENGTH = 100
+
 _RETRY_BACKOFF_BASE = 0.1  # seconds; doubled per retry, with jitter
 _RETRY_BACKOFF_MAX = 1.0
 
@@ -614,6 +618,11 @@ def transaction_refund(*, midtrans_order_id: str, refund_key: str, amount: int |
     `refund_key` makes a repeated request safe: Midtrans answers 406 (MidtransDuplicateRefundKey)
     instead of refunding twice. Not retried here for the same reason Snap create is not.
     """
+    # Without a refund_key Midtrans makes one up, so a retried request would refund twice.
+    if not isinstance(refund_key, str) or not refund_key.strip():
+        raise ValueError("refund_key must be a non-empty string")
+    if len(refund_key) > REFUND_KEY_MAX_LENGTH:
+        raise ValueError(f"refund_key must be at most {REFUND_KEY_MAX_LENGTH} characters")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
         raise ValueError("amount must be a positive integer (rupiah) or None")
     body: dict = {"refund_key": refund_key}

@@ -296,6 +296,20 @@ def test_refund_amount_must_be_positive_int():
         midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="k", amount=1000.0)
 
 
+@pytest.mark.parametrize("refund_key", ["", "   ", "k" * 101, None, 12345])
+def test_refund_key_empty_or_too_long_is_refused_before_any_call(sim, refund_key):
+    snap = midtrans.snap_create(payload=_payload())
+    sim.pay(snap.token, method="gopay")
+    before = SimTransaction.objects.values().get(order_id=ORDER)
+    with pytest.raises(ValueError, match="refund_key"):
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key=refund_key, amount=1000)
+    assert sim.api_calls("refund") == []
+    assert SimTransaction.objects.values().get(order_id=ORDER) == before
+    # The longest allowed key goes through.
+    body = midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="k" * 100, amount=1000)
+    assert body["refund_key"] == "k" * 100
+
+
 def test_snap_cancel(sim):
     snap = midtrans.snap_create(payload=_payload())
     assert "canceled_at" in midtrans.snap_cancel(token=snap.token)
