@@ -281,6 +281,30 @@ def test_refund_with_key_then_reused_key_is_duplicate(sim):
     assert midtrans.transaction_status(midtrans_order_id=ORDER)["refund_amount"] == "99000.00"
 
 
+def test_core_api_errors_delivered_as_http_4xx_map_to_the_same_errors(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    sim.faults(core_errors_as_http=True)  # 412/406/414 as HTTP statuses, not HTTP 200 + body code
+    snap = midtrans.snap_create(payload=_payload())
+    sim.pay(snap.token, method="gopay")
+    midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
+
+    with pytest.raises(midtrans.MidtransDuplicateRefundKey) as exc:
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
+    assert (exc.value.http_status, exc.value.status_code, exc.value.messages) == (406, "406", ["Duplicate refund ID"])
+    with pytest.raises(midtrans.MidtransWrongState) as exc:
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert (exc.value.http_status, exc.value.status_code) == (412, "412")
+    assert exc.value.messages == ["Merchant cannot modify the status of the transaction"]
+    with pytest.raises(midtrans.MidtransError) as exc:
+        midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-2", amount=90000)
+    assert (type(exc.value), exc.value.http_status, exc.value.status_code) == (midtrans.MidtransError, 414, "414")
+
+    assert [c.http_status for c in sim.api_calls() if c.operation != "snap_create"] == [200, 406, 412, 414]
+    tx = SimTransaction.objects.get(order_id=ORDER)
+    assert (tx.transaction_status, tx.refund_amount) == ("partial_refund", 40000)
+    assert midtrans.circuit_state()["state"] == "closed"  # answers, not outages
+
+
 def test_refund_of_virtual_account_is_wrong_state(sim):
     snap = midtrans.snap_create(payload=_payload())
     sim.pay(snap.token, method="bca_va")
