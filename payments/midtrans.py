@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 import requests
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,11 @@ def _cache_call(fn, *args, default=None, **kwargs):
         return default
     try:
         return fn(*args, **kwargs)
+    except ValueError as exc:
+        # A cache answer, not an outage (e.g. incr() of a key another process just deleted):
+        # the cache stays in use, and an open breaker stays honoured.
+        logger.info("midtrans_circuit_cache_value_error", extra={"error": str(exc)[:300]})
+        return default
     except Exception as exc:
         _cache_down_until = time.monotonic() + _CACHE_RETRY_AFTER
         logger.warning(
@@ -185,6 +191,31 @@ def _cache_call(fn, *args, default=None, **kwargs):
             extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_after_s": _CACHE_RETRY_AFTER},
         )
         return default
+
+
+def _counter_incr(key: str, ttl: int) -> int:
+    """Add one to a shared counter, creating it when missing, atomically; returns the new count.
+
+    Django's RedisCache.incr() is EXISTS then INCR and raises ValueError when the key vanished
+    in between (another process's success resets the breaker): with Redis, INCR and EXPIRE go
+    in one MULTI pipeline instead (INCR creates a missing key). Other backends (locmem) get
+    add() then incr(), again if the key vanished in between.
+    """
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        full_key = backend.make_and_validate_key(key)
+        pipe = backend._cache.get_client(full_key, write=True).pipeline(transaction=True)
+        pipe.incr(full_key)
+        pipe.expire(full_key, ttl)
+        count, _ = pipe.execute()
+        return int(count)
+    for _ in range(3):
+        backend.add(key, 0, ttl)
+        try:
+            return backend.incr(key)
+        except ValueError:
+            continue  # deleted between add() and incr(): add it again
+    return 1
 
 
 def _cache_get(key, default=None):
@@ -249,8 +280,7 @@ def _circuit_failure(*, probe: bool) -> None:
         _cache_call(cache.delete, _CB_PROBE)
         logger.warning("midtrans_circuit_reopened")
         return
-    _cache_call(cache.add, _CB_FAILURES, 0, _CB_TTL)
-    failures = _cache_call(cache.incr, _CB_FAILURES) or 0
+    failures = _cache_call(_counter_incr, _CB_FAILURES, _CB_TTL) or 0
     # add(): when several processes cross the threshold together, the first one's time stands.
     if failures >= int(settings.MIDTRANS_BREAKER_FAILURES) and _cache_call(
         cache.add, _CB_OPENED_AT, time.time(), _CB_TTL

@@ -520,6 +520,75 @@ def test_breaker_without_cache_behaves_closed_and_stops_asking_the_cache(sim, se
     assert midtrans._cache_down_until > time.monotonic()
 
 
+def _success_elsewhere():
+    # What another process's successful call does to the breaker's keys.
+    from django.core.cache import cache
+
+    cache.delete_many([midtrans._CB_FAILURES, midtrans._CB_OPENED_AT, midtrans._CB_PROBE])
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_failure_count_survives_a_concurrent_reset_and_the_cache_is_not_declared_down(
+    settings, monkeypatch, caplog, backend
+):
+    from django.core.cache import cache, caches
+
+    if backend == "locmem":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    monkeypatch.setattr(midtrans, "_cache_down_until", 0.0)
+    settings.MIDTRANS_BREAKER_FAILURES = 50
+    settings.MIDTRANS_BREAKER_COOLDOWN = 600
+    # Deterministic interleaving: another process's success lands right after this process's
+    # first write of the failure (between an add() and an incr(), where the old code had them).
+    backend_class = type(caches["default"])
+    real_add = backend_class.add
+    interleaved = []
+
+    def add_then_success_elsewhere(self, key, *args, **kwargs):
+        added = real_add(self, key, *args, **kwargs)
+        if key == midtrans._CB_FAILURES and not interleaved:
+            interleaved.append(key)
+            _success_elsewhere()
+        return added
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="payments.midtrans"):
+        patch.setattr(backend_class, "add", add_then_success_elsewhere)
+        midtrans._circuit_failure(probe=False)
+
+    assert midtrans._cache_down_until == 0.0
+    assert "midtrans_circuit_cache_unavailable" not in [r.getMessage() for r in caplog.records]
+    assert midtrans.circuit_state()["failures"] == 1
+    # The cache is still trusted: an open breaker is honoured.
+    cache.set(midtrans._CB_OPENED_AT, time.time(), 600)
+    with pytest.raises(midtrans.MidtransCircuitOpen):
+        midtrans._circuit_admit()
+
+
+def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings, monkeypatch, caplog):
+    import threading
+
+    monkeypatch.setattr(midtrans, "_cache_down_until", 0.0)
+    settings.MIDTRANS_BREAKER_FAILURES = 1_000_000
+
+    def failures():
+        for _ in range(300):
+            midtrans._circuit_failure(probe=False)
+
+    def resets():
+        for _ in range(300):
+            _success_elsewhere()
+
+    with caplog.at_level(logging.WARNING, logger="payments.midtrans"):
+        threads = [threading.Thread(target=failures), threading.Thread(target=resets)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert midtrans._cache_down_until == 0.0
+    assert "midtrans_circuit_cache_unavailable" not in [r.getMessage() for r in caplog.records]
+    assert 0 <= midtrans.circuit_state()["failures"] <= 300
+
+
 # --- logging -----------------------------------------------------------------------------------------
 
 
