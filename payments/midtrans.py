@@ -7,7 +7,8 @@ Every call:
 - reads its settings at call time (base URLs, key, timeouts), so tests can override them;
 - has a connect and a read timeout;
 - passes through a circuit breaker whose state lives in the Django cache (Redis in
-  production), so every web and worker process of a deployment shares it;
+  production), so every web and worker process of a deployment shares it; Snap and the
+  Core API have one breaker each, counting one failure per call (after its retries);
 - logs exactly one structured line per HTTP call (`midtrans_call`), or one
   `midtrans_call_refused` line when the open breaker refused it without a call.
 
@@ -123,7 +124,13 @@ class MidtransTimeout(MidtransUnavailable):
 
 
 class MidtransCircuitOpen(MidtransUnavailable):
-    """The circuit breaker is open: failed fast without calling Midtrans."""
+    """The circuit breaker is open: failed fast without calling Midtrans.
+
+    `breaker`: "snap" or "core" (which host's breaker); `retry_after`: seconds until it lets
+    a probe call through (the rest of the cool-down)."""
+
+    breaker: str = ""
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,10 +167,23 @@ def signature_verify(*, payload: dict, server_key: str | None = None) -> bool:
 
 # --- Circuit breaker (state in the shared cache) -----------------------------------------------------
 
-_CB_FAILURES = "midtrans:circuit:failures"
-_CB_OPENED_AT = "midtrans:circuit:opened_at"
-_CB_PROBE = "midtrans:circuit:probe"
+# One breaker per Midtrans host: Snap (app.midtrans.com) and the Core API (api.midtrans.com)
+# fail independently, and a Core outage (status reads from webhooks and the reconciler) must
+# not stop checkouts, which need only Snap.
+SNAP = "snap"
+CORE = "core"
+BREAKERS = (SNAP, CORE)
 _CB_TTL = 24 * 3600
+_STATE_RANK = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _cb_keys(breaker: str) -> tuple[str, str, str]:
+    """The cache keys of one breaker: failure count, opened-at time, half-open probe."""
+    return (
+        f"midtrans:circuit:{breaker}:failures",
+        f"midtrans:circuit:{breaker}:opened_at",
+        f"midtrans:circuit:{breaker}:probe",
+    )
 
 
 # A broken cache must never break payments: the breaker then behaves as closed. After a
@@ -222,10 +242,15 @@ def _cache_get(key, default=None):
     return _cache_call(cache.get, key, default, default=default)
 
 
-def circuit_state() -> dict:
-    """The breaker as /health shows it: closed, open (failing fast) or half_open (next call probes)."""
-    failures = int(_cache_get(_CB_FAILURES, 0) or 0)
-    opened_at = _cache_get(_CB_OPENED_AT)
+def _breaker_keys_read(breaker: str) -> dict:
+    failures_key, opened_key, _ = _cb_keys(breaker)
+    found = _cache_call(cache.get_many, [failures_key, opened_key], default={}) or {}
+    return {"failures": found.get(failures_key), "opened_at": found.get(opened_key)}
+
+
+def _breaker_state(breaker: str) -> dict:
+    found = _breaker_keys_read(breaker)
+    opened_at = found["opened_at"]
     if opened_at is None:
         state = "closed"
     elif time.time() - float(opened_at) < float(settings.MIDTRANS_BREAKER_COOLDOWN):
@@ -234,58 +259,82 @@ def circuit_state() -> dict:
         state = "half_open"
     return {
         "state": state,
-        "failures": failures,
+        "failures": int(found["failures"] or 0),
         "opened_at": datetime.fromtimestamp(float(opened_at), UTC).isoformat() if opened_at is not None else None,
     }
 
 
-def _circuit_admit() -> bool:
+def circuit_state() -> dict:
+    """The breakers as /health shows them: closed, open (failing fast) or half_open (next call probes).
+
+    {"state", "failures", "opened_at"} at the top are the worse of the two breakers (so a
+    reader of one state keeps working), then each breaker on its own under "snap" and "core".
+    """
+    each = {breaker: _breaker_state(breaker) for breaker in BREAKERS}
+    # The worst state; between two equally bad ones the later opening (the longer wait).
+    worst = max(each.values(), key=lambda b: (_STATE_RANK[b["state"]], b["opened_at"] or "", b["failures"]))
+    return {**worst, **each}
+
+
+def _circuit_admit(breaker: str) -> bool:
     """Whether a call may go out. Returns True when this call is the half-open probe."""
-    return _circuit_admit_state()[0]
+    return _circuit_admit_state(breaker)[0]
 
 
-def _circuit_admit_state() -> tuple[bool, dict]:
+def _circuit_admit_state(breaker: str) -> tuple[bool, dict]:
     """_circuit_admit(), plus the breaker's keys as read (so a success needs no second read)."""
-    state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
-    opened_at = state.get(_CB_OPENED_AT)
+    state = _breaker_keys_read(breaker)
+    opened_at = state["opened_at"]
     if opened_at is None:
         return False, state
-    if time.time() - float(opened_at) < float(settings.MIDTRANS_BREAKER_COOLDOWN):
-        raise MidtransCircuitOpen("Midtrans circuit is open; failing fast")
+    cooldown = float(settings.MIDTRANS_BREAKER_COOLDOWN)
+    remaining = cooldown - (time.time() - float(opened_at))
+    if remaining > 0:
+        error = MidtransCircuitOpen(f"Midtrans {breaker} circuit is open; failing fast")
+        error.breaker, error.retry_after = breaker, remaining
+        raise error
     # Cool-down over: exactly one caller (across processes, via cache.add) probes.
     probe_ttl = int(float(settings.MIDTRANS_CONNECT_TIMEOUT) + float(settings.MIDTRANS_READ_TIMEOUT)) + 5
-    if _cache_call(cache.add, _CB_PROBE, 1, probe_ttl):
+    if _cache_call(cache.add, _cb_keys(breaker)[2], 1, probe_ttl):
         return True, state
-    raise MidtransCircuitOpen("Midtrans circuit is half-open and a probe call is in flight; failing fast")
+    error = MidtransCircuitOpen(f"Midtrans {breaker} circuit is half-open and a probe call is in flight; failing fast")
+    error.breaker, error.retry_after = breaker, 1.0
+    raise error
 
 
-def _circuit_success(*, probe: bool, state: dict | None = None) -> None:
+def _circuit_success(breaker: str, *, probe: bool, state: dict | None = None) -> None:
     """Reset the breaker after an answer. `state`: the keys as read when the call was admitted.
 
     Judging by what was read at admission keeps a normal call at one cache round trip; a
     failure another process records while this call is in flight is reset by the next success.
     """
     if state is None:
-        state = _cache_call(cache.get_many, [_CB_FAILURES, _CB_OPENED_AT], default={}) or {}
-    if probe or state.get(_CB_FAILURES) or state.get(_CB_OPENED_AT) is not None:
-        _cache_call(cache.delete_many, [_CB_FAILURES, _CB_OPENED_AT, _CB_PROBE])
-        if state.get(_CB_OPENED_AT) is not None:
-            logger.info("midtrans_circuit_closed")
+        state = _breaker_keys_read(breaker)
+    if probe or state.get("failures") or state.get("opened_at") is not None:
+        _cache_call(cache.delete_many, list(_cb_keys(breaker)))
+        if state.get("opened_at") is not None:
+            logger.info("midtrans_circuit_closed", extra={"breaker": breaker})
 
 
-def _circuit_failure(*, probe: bool) -> None:
+def _circuit_failure(breaker: str, *, probe: bool) -> None:
+    """Count one failed call (after its retries); opens the breaker at MIDTRANS_BREAKER_FAILURES."""
+    failures_key, opened_key, probe_key = _cb_keys(breaker)
     if probe:
         # The probe failed: open again for a full cool-down.
-        _cache_call(cache.set, _CB_OPENED_AT, time.time(), _CB_TTL)
-        _cache_call(cache.delete, _CB_PROBE)
-        logger.warning("midtrans_circuit_reopened")
+        _cache_call(cache.set, opened_key, time.time(), _CB_TTL)
+        _cache_call(cache.delete, probe_key)
+        logger.warning("midtrans_circuit_reopened", extra={"breaker": breaker})
         return
-    failures = _cache_call(_counter_incr, _CB_FAILURES, _CB_TTL) or 0
+    failures = _cache_call(_counter_incr, failures_key, _CB_TTL) or 0
     # add(): when several processes cross the threshold together, the first one's time stands.
-    if failures >= int(settings.MIDTRANS_BREAKER_FAILURES) and _cache_call(
-        cache.add, _CB_OPENED_AT, time.time(), _CB_TTL
-    ):
-        logger.warning("midtrans_circuit_opened", extra={"failures": failures})
+    if failures >= int(settings.MIDTRANS_BREAKER_FAILURES) and _cache_call(cache.add, opened_key, time.time(), _CB_TTL):
+        logger.warning("midtrans_circuit_opened", extra={"breaker": breaker, "failures": failures})
+
+
+def _circuit_release(breaker: str, *, probe: bool) -> None:
+    """An outcome that says nothing about Midtrans' health: a probe hands its turn back."""
+    if probe:
+        _cache_call(cache.delete, _cb_keys(breaker)[2])
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -422,16 +471,7 @@ def _request_once(
     status_data_codes: set[str],
     attempt: int,
 ) -> dict:
-    try:
-        probe, breaker_state = _circuit_admit_state()
-    except MidtransCircuitOpen as exc:
-        exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
-        logger.warning(
-            "midtrans_call_refused",
-            extra={"operation": operation, "midtrans_order_id": midtrans_order_id, "reason": "circuit_open"},
-        )
-        raise
-
+    """One HTTP try: the body, or a typed MidtransError. The breaker is _request()'s business."""
     started = time.monotonic()
     http_status: int | None = None
     error: MidtransError | None = None
@@ -494,17 +534,6 @@ def _request_once(
     finally:
         duration_ms = round((time.monotonic() - started) * 1000, 1)
 
-    if isinstance(error, MidtransUnavailable):
-        _circuit_failure(probe=probe)
-    elif isinstance(error, MidtransConfigurationError):
-        # Says nothing about Midtrans' health: neither a failure nor a success. A probe hands
-        # its turn back, so the next call probes.
-        if probe:
-            _cache_call(cache.delete, _CB_PROBE)
-    else:
-        # Midtrans answered (even a 4xx is an answer): the service is up.
-        _circuit_success(probe=probe, state=breaker_state)
-
     log_fields = {
         "operation": operation,
         "midtrans_order_id": midtrans_order_id,
@@ -524,6 +553,7 @@ def _request_once(
 
 def _request(
     *,
+    breaker: str,
     operation: str,
     method: str,
     url: str,
@@ -534,6 +564,13 @@ def _request(
     retries: int = 0,
     status_data_codes: set[str] | None = None,
 ) -> dict:
+    """One logical call: its tries (retries only where `retries` allows), through `breaker`.
+
+    Each try is admitted by the breaker (an open one fails fast, even between retries); the
+    breaker counts one failure per logical call, once its retries are used up, so a status
+    read with retries weighs as much as a Snap create. A failed half-open probe reopens the
+    breaker at once, without retrying.
+    """
     timeout = (
         float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
         float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
@@ -542,7 +579,21 @@ def _request(
     while True:
         attempt += 1
         try:
-            return _request_once(
+            probe, breaker_state = _circuit_admit_state(breaker)
+        except MidtransCircuitOpen as exc:
+            exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
+            logger.warning(
+                "midtrans_call_refused",
+                extra={
+                    "operation": operation,
+                    "midtrans_order_id": midtrans_order_id,
+                    "reason": "circuit_open",
+                    "breaker": breaker,
+                },
+            )
+            raise
+        try:
+            body = _request_once(
                 operation=operation,
                 method=method,
                 url=url,
@@ -552,13 +603,23 @@ def _request(
                 status_data_codes=status_data_codes or set(),
                 attempt=attempt,
             )
-        except MidtransCircuitOpen:
-            raise
         except (MidtransServerError, MidtransTimeout):
-            if attempt > retries:
+            if probe or attempt > retries:
+                _circuit_failure(breaker, probe=probe)
                 raise
             delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1))
             time.sleep(delay * random.uniform(0.5, 1.0))
+            continue
+        except MidtransConfigurationError:
+            # Says nothing about Midtrans' health: neither a failure nor a success.
+            _circuit_release(breaker, probe=probe)
+            raise
+        except MidtransError:
+            # Midtrans answered (even a 4xx is an answer): the service is up.
+            _circuit_success(breaker, probe=probe, state=breaker_state)
+            raise
+        _circuit_success(breaker, probe=probe, state=breaker_state)
+        return body
 
 
 def _snap_url(path: str) -> str:
@@ -576,6 +637,7 @@ def snap_create(*, payload: dict) -> SnapTransaction:
     """Create a Snap transaction. Never retried (see the module docstring)."""
     midtrans_order_id = str((payload.get("transaction_details") or {}).get("order_id", ""))
     body = _request(
+        breaker=SNAP,
         operation="snap_create",
         method="POST",
         url=_snap_url("/snap/v1/transactions"),
@@ -596,6 +658,7 @@ def snap_create(*, payload: dict) -> SnapTransaction:
 def snap_cancel(*, token: str) -> dict:
     """Cancel a Snap session before a method was chosen. Returns `{"canceled_at": ...}`."""
     return _request(
+        breaker=SNAP,
         operation="snap_cancel",
         method="POST",
         url=_snap_url(f"/snap/v1/transactions/{_quote(token)}/cancel"),
@@ -611,6 +674,7 @@ def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) 
     """
     per_try = float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout)
     return _request(
+        breaker=CORE,
         operation="status",
         method="GET",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/status"),
@@ -624,6 +688,7 @@ def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) 
 
 def transaction_cancel(*, midtrans_order_id: str) -> dict:
     return _request(
+        breaker=CORE,
         operation="cancel",
         method="POST",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/cancel"),
@@ -634,6 +699,7 @@ def transaction_cancel(*, midtrans_order_id: str) -> dict:
 def transaction_expire(*, midtrans_order_id: str) -> dict:
     # A successful expire answers body status_code "407" ("Success, transaction has expired").
     return _request(
+        breaker=CORE,
         operation="expire",
         method="POST",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/expire"),
@@ -661,6 +727,7 @@ def transaction_refund(*, midtrans_order_id: str, refund_key: str, amount: int |
     if reason:
         body["reason"] = reason
     return _request(
+        breaker=CORE,
         operation="refund",
         method="POST",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/refund"),

@@ -219,7 +219,7 @@ def test_redirect_is_a_configuration_error_never_success_nor_breaker_failure(sim
     assert exc.value.location.startswith("https://")
     assert not isinstance(exc.value, midtrans.MidtransUnavailable)
     assert [c.http_status for c in sim.api_calls("status")] == [code]  # not retried
-    assert midtrans.circuit_state() == {"state": "closed", "failures": 0, "opened_at": None}
+    assert midtrans.circuit_state()["core"] == {"state": "closed", "failures": 0, "opened_at": None}
 
     sim.faults(answer_status=code, answer_next=1)
     with pytest.raises(midtrans.MidtransConfigurationError):
@@ -430,11 +430,14 @@ def test_breaker_opens_fails_fast_and_closes_after_good_probe(sim, settings):
     state = midtrans.circuit_state()
     assert (state["state"], state["failures"]) == ("open", 3)
     assert state["opened_at"]
+    assert state["core"] == {key: state[key] for key in ("state", "failures", "opened_at")}
+    assert state["snap"]["state"] == "closed"  # only the Core API failed
 
     # Open: fails fast, no HTTP call reaches Midtrans.
     with pytest.raises(midtrans.MidtransCircuitOpen) as exc:
-        midtrans.snap_create(payload=_payload())
-    assert exc.value.operation == "snap_create"
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert (exc.value.operation, exc.value.breaker) == ("cancel", "core")
+    assert 590 < exc.value.retry_after <= 600
     assert len(sim.api_calls()) == 3
 
     # Cool-down over: the next call is the probe; a failing probe opens the circuit again.
@@ -450,8 +453,74 @@ def test_breaker_opens_fails_fast_and_closes_after_good_probe(sim, settings):
     settings.MIDTRANS_BREAKER_COOLDOWN = 0
     sim.faults_reset()
     assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
-    assert midtrans.circuit_state() == {"state": "closed", "failures": 0, "opened_at": None}
+    closed = {"state": "closed", "failures": 0, "opened_at": None}
+    assert midtrans.circuit_state() == {**closed, "snap": closed, "core": closed}
     midtrans.snap_create(payload=_payload())
+
+
+def test_a_status_read_counts_one_failure_after_its_retries(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 3
+    settings.MIDTRANS_BREAKER_COOLDOWN = 600
+    settings.MIDTRANS_STATUS_RETRIES = 2
+    sim.faults(error_rate=1.0)
+    for calls in (1, 2):
+        with pytest.raises(midtrans.MidtransServerError):
+            midtrans.transaction_status(midtrans_order_id=ORDER)
+        assert len(sim.api_calls("status")) == 3 * calls  # every try reached Midtrans
+        assert midtrans.circuit_state()["core"] == {"state": "closed", "failures": calls, "opened_at": None}
+    # A read whose retry succeeds is a success: it resets the count.
+    sim.faults(error_rate=0.0, fail_next=2)
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+    assert midtrans.circuit_state()["core"]["failures"] == 0
+    sim.faults(error_rate=1.0)
+    for _ in range(3):
+        with pytest.raises(midtrans.MidtransServerError):
+            midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert midtrans.circuit_state()["core"]["state"] == "open"  # after three failed calls, not three tries
+
+
+@pytest.fixture
+def checkout_api(transactional_db, midtrans_sim):
+    from rest_framework.test import APIClient
+
+    from payments.tests.checkout_support import launch_package_ensure
+
+    launch_package_ensure()
+    client = APIClient()
+    client.sim = midtrans_sim
+    return client
+
+
+def test_snap_breaker_stays_closed_while_the_core_api_fails(checkout_api, settings):
+    from payments.models import Order, OrderStatus
+    from payments.tests.checkout_support import checkout_body
+
+    settings.MIDTRANS_BREAKER_FAILURES = 2
+    settings.MIDTRANS_BREAKER_COOLDOWN = 600
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    settings.MIDTRANS_API_URL = "http://127.0.0.1:9"  # the Core API host is unreachable; Snap is fine
+    for _ in range(3):
+        with pytest.raises(midtrans.MidtransUnavailable):
+            midtrans.transaction_status(midtrans_order_id=ORDER)
+    state = midtrans.circuit_state()
+    assert (state["state"], state["core"]["state"], state["snap"]["state"]) == ("open", "open", "closed")
+
+    # Checkout needs only Snap: it still works.
+    response = checkout_api.post("/api/checkout/", checkout_body(), format="json")
+    assert response.status_code in (200, 201), response.content
+    assert Order.objects.get().status == OrderStatus.PENDING_PAYMENT
+    assert [c.http_status for c in checkout_api.sim.api_calls("snap_create")] == [201]
+
+    # /health shows both breakers, the worse one at the top.
+    health = checkout_api.get("/health").json()
+    circuit = health["checks"]["midtrans_circuit"]
+    assert (circuit["ok"], circuit["state"], circuit["core"]["state"], circuit["snap"]["state"]) == (
+        False,
+        "open",
+        "open",
+        "closed",
+    )
+    assert health["status"] == "degraded"
 
 
 def test_half_open_lets_only_one_probe_through(sim, settings):
@@ -461,7 +530,7 @@ def test_half_open_lets_only_one_probe_through(sim, settings):
     with pytest.raises(midtrans.MidtransServerError):
         midtrans.transaction_status(midtrans_order_id=ORDER)
     settings.MIDTRANS_BREAKER_COOLDOWN = 0
-    assert midtrans._circuit_admit() is True  # another process took the probe
+    assert midtrans._circuit_admit(midtrans.CORE) is True  # another process took the probe
     with pytest.raises(midtrans.MidtransCircuitOpen):
         midtrans.transaction_status(midtrans_order_id=ORDER)
     assert len(sim.api_calls("status")) == 1
@@ -524,7 +593,7 @@ def _success_elsewhere():
     # What another process's successful call does to the breaker's keys.
     from django.core.cache import cache
 
-    cache.delete_many([midtrans._CB_FAILURES, midtrans._CB_OPENED_AT, midtrans._CB_PROBE])
+    cache.delete_many(list(midtrans._cb_keys(midtrans.CORE)))
 
 
 @pytest.mark.parametrize("backend", ["redis", "locmem"])
@@ -546,22 +615,22 @@ def test_failure_count_survives_a_concurrent_reset_and_the_cache_is_not_declared
 
     def add_then_success_elsewhere(self, key, *args, **kwargs):
         added = real_add(self, key, *args, **kwargs)
-        if key == midtrans._CB_FAILURES and not interleaved:
+        if key == midtrans._cb_keys(midtrans.CORE)[0] and not interleaved:
             interleaved.append(key)
             _success_elsewhere()
         return added
 
     with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="payments.midtrans"):
         patch.setattr(backend_class, "add", add_then_success_elsewhere)
-        midtrans._circuit_failure(probe=False)
+        midtrans._circuit_failure(midtrans.CORE, probe=False)
 
     assert midtrans._cache_down_until == 0.0
     assert "midtrans_circuit_cache_unavailable" not in [r.getMessage() for r in caplog.records]
-    assert midtrans.circuit_state()["failures"] == 1
+    assert midtrans.circuit_state()["core"]["failures"] == 1
     # The cache is still trusted: an open breaker is honoured.
-    cache.set(midtrans._CB_OPENED_AT, time.time(), 600)
+    cache.set(midtrans._cb_keys(midtrans.CORE)[1], time.time(), 600)
     with pytest.raises(midtrans.MidtransCircuitOpen):
-        midtrans._circuit_admit()
+        midtrans._circuit_admit(midtrans.CORE)
 
 
 def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings, monkeypatch, caplog):
@@ -572,7 +641,7 @@ def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings
 
     def failures():
         for _ in range(300):
-            midtrans._circuit_failure(probe=False)
+            midtrans._circuit_failure(midtrans.CORE, probe=False)
 
     def resets():
         for _ in range(300):
@@ -586,7 +655,7 @@ def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings
             thread.join(30)
     assert midtrans._cache_down_until == 0.0
     assert "midtrans_circuit_cache_unavailable" not in [r.getMessage() for r in caplog.records]
-    assert 0 <= midtrans.circuit_state()["failures"] <= 300
+    assert 0 <= midtrans.circuit_state()["core"]["failures"] <= 300
 
 
 # --- logging -----------------------------------------------------------------------------------------
