@@ -563,6 +563,7 @@ def _request(
     connect_timeout: float | None = None,
     retries: int = 0,
     status_data_codes: set[str] | None = None,
+    deadline: float | None = None,
 ) -> dict:
     """One logical call: its tries (retries only where `retries` allows), through `breaker`.
 
@@ -570,6 +571,10 @@ def _request(
     breaker counts one failure per logical call, once its retries are used up, so a status
     read with retries weighs as much as a Snap create. A failed half-open probe reopens the
     breaker at once, without retrying.
+
+    `deadline` (time.monotonic()) is a hard limit for the whole call: each try's connect and
+    read timeouts are cut to fit the time left, a retry is skipped when less than one try's
+    read timeout would be left after its backoff, and no backoff sleeps past it.
     """
     timeout = (
         float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
@@ -578,6 +583,12 @@ def _request(
     attempt = 0
     while True:
         attempt += 1
+        try_timeout = timeout
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            if sum(timeout) > left:
+                # A try costs at most connect + read: both shrink so that it ends by the deadline.
+                try_timeout = (timeout[0] * left / sum(timeout), timeout[1] * left / sum(timeout))
         try:
             probe, breaker_state = _circuit_admit_state(breaker)
         except MidtransCircuitOpen as exc:
@@ -599,16 +610,17 @@ def _request(
                 url=url,
                 midtrans_order_id=midtrans_order_id,
                 json_body=json_body,
-                timeout=timeout,
+                timeout=try_timeout,
                 status_data_codes=status_data_codes or set(),
                 attempt=attempt,
             )
         except (MidtransServerError, MidtransTimeout):
-            if probe or attempt > retries:
+            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            out_of_time = deadline is not None and deadline - time.monotonic() - delay < timeout[1]
+            if probe or attempt > retries or out_of_time:
                 _circuit_failure(breaker, probe=probe)
                 raise
-            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1))
-            time.sleep(delay * random.uniform(0.5, 1.0))
+            time.sleep(delay)
             continue
         except MidtransConfigurationError:
             # Says nothing about Midtrans' health: neither a failure nor a success.
@@ -665,14 +677,19 @@ def snap_cancel(*, token: str) -> dict:
     )
 
 
-def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) -> dict:
+def transaction_status(*, midtrans_order_id: str, timeout: float | None = None, budget: float | None = None) -> dict:
     """The status body. `status_code` "404" (unknown or no method chosen yet) and "407" are data.
 
     Retried on timeouts and 5xx (MIDTRANS_STATUS_RETRIES extra tries, short backoff between
     them); a read is safe to repeat. `timeout` (default MIDTRANS_STATUS_TIMEOUT) bounds each
-    try's connect and read, so a caller with a budget can divide it by the number of tries.
+    try's connect and read. `budget` is a hard limit in seconds for the whole read, tries and
+    backoff included (default: tries x timeout, so a caller that divides its budget by the
+    number of tries gets exactly that budget); fewer tries are made when they would not fit.
     """
     per_try = float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout)
+    retries = max(0, int(settings.MIDTRANS_STATUS_RETRIES))
+    total = per_try * (1 + retries) if budget is None else float(budget)
+    deadline = time.monotonic() + total
     return _request(
         breaker=CORE,
         operation="status",
@@ -681,8 +698,9 @@ def transaction_status(*, midtrans_order_id: str, timeout: float | None = None) 
         midtrans_order_id=midtrans_order_id,
         read_timeout=per_try,
         connect_timeout=min(float(settings.MIDTRANS_CONNECT_TIMEOUT), per_try),
-        retries=max(0, int(settings.MIDTRANS_STATUS_RETRIES)),
+        retries=retries,
         status_data_codes=_STATUS_DATA_CODES,
+        deadline=deadline,
     )
 
 

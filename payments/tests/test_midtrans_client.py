@@ -407,6 +407,45 @@ def test_read_timeout_raises_timeout(sim, settings):
     assert SimApiCall.objects.filter(fault="timeout").count() == 1
 
 
+def _wait_for_held_calls(count, timeout=10.0):
+    # The simulator finishes a request the client gave up on later; let it write its row
+    # before the database is flushed.
+    deadline = time.monotonic() + timeout
+    while SimApiCall.objects.filter(operation="status").count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_webhook_status_budget_is_a_hard_limit(sim, settings, caplog):
+    from payments.services.events import status_confirm
+
+    # 5 tries of 0.3 s each would fill the 1.5 s budget alone; backoff between them comes on top.
+    settings.WEBHOOK_STATUS_BUDGET = 1.5
+    settings.MIDTRANS_STATUS_RETRIES = 4
+    sim.faults(latency_ms=400)  # every try times out
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="payments.midtrans"), pytest.raises(midtrans.MidtransTimeout):
+        status_confirm(midtrans_order_id=ORDER)
+    elapsed = time.monotonic() - started
+    # A timeout behaviour, not a speed figure: the budget plus a small margin for the last answer.
+    assert elapsed < 1.5 + 0.25, elapsed
+    tries = [r for r in caplog.records if r.getMessage() == "midtrans_call"]
+    assert 1 <= len(tries) < 5  # what did not fit was skipped
+    assert midtrans.circuit_state()["core"]["failures"] == 1
+    _wait_for_held_calls(len(tries))
+
+
+def test_status_budget_cuts_a_try_to_the_time_left(sim, settings):
+    settings.MIDTRANS_STATUS_RETRIES = 2
+    sim.faults(latency_ms=800)
+    started = time.monotonic()
+    with pytest.raises(midtrans.MidtransTimeout):
+        # Per-try timeout 2 s, but only 0.5 s for everything.
+        midtrans.transaction_status(midtrans_order_id=ORDER, timeout=2.0, budget=0.5)
+    assert time.monotonic() - started < 0.5 + 0.25
+    _wait_for_held_calls(1)
+    assert len(sim.api_calls("status")) == 1
+
+
 def test_connection_refused_is_timeout(settings):
     settings.MIDTRANS_SNAP_URL = "http://127.0.0.1:9"
     with pytest.raises(midtrans.MidtransTimeout):
