@@ -30,6 +30,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import requests
@@ -121,6 +122,16 @@ class MidtransServerError(MidtransUnavailable):
 
 class MidtransTimeout(MidtransUnavailable):
     """Connect or read timeout, or the connection was refused."""
+
+
+class MidtransRateLimited(MidtransUnavailable):
+    """429: Midtrans is up but throttling us. Callers fail fast (503 / retry later); status reads
+    retry once Retry-After has passed if that fits their budget. Not a breaker failure: the
+    breaker guards against a Midtrans that is down or hanging, and a throttled call answers at
+    once, so opening it (and refusing Snap checkouts for a cool-down) would only add an outage.
+    `retry_after`: seconds Midtrans asked us to wait (Retry-After), None when it did not say."""
+
+    retry_after: float | None = None
 
 
 class MidtransCircuitOpen(MidtransUnavailable):
@@ -418,6 +429,22 @@ def _messages_of(body) -> list[str]:
     return []
 
 
+def _retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 def _error_for(
     *, operation: str, midtrans_order_id: str, http_status: int, body, status_data_codes: set[str]
 ) -> MidtransError | None:
@@ -443,6 +470,8 @@ def _error_for(
     if code < 400:
         return None
     ctx.update(messages=messages, status_code=body_code)
+    if code == 429:
+        return MidtransRateLimited(**ctx)
     if code >= 500:
         return MidtransServerError(**ctx)
     if code == 401:
@@ -521,6 +550,13 @@ def _request_once(
                 body=body,
                 status_data_codes=status_data_codes,
             )
+            if http_status == 429 and error is None:  # a 429 is never a success, whatever the body
+                error = MidtransRateLimited(
+                    "Midtrans answered HTTP 429", operation=operation, midtrans_order_id=midtrans_order_id
+                )
+            if isinstance(error, MidtransRateLimited):
+                error.http_status = http_status
+                error.retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
     except (requests.Timeout, requests.ConnectionError) as exc:
         error = MidtransTimeout(
             f"Midtrans did not answer: {type(exc).__name__}", operation=operation, midtrans_order_id=midtrans_order_id
@@ -622,6 +658,20 @@ def _request(
                 raise
             time.sleep(delay)
             continue
+        except MidtransRateLimited as exc:
+            # Throttled: neither a breaker failure nor a success (see MidtransRateLimited).
+            # A retry waits at least as long as Midtrans asked, and only if it still fits.
+            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            delay = max(delay, exc.retry_after or 0.0)
+            if deadline is None:
+                out_of_time = delay > _RETRY_BACKOFF_MAX
+            else:
+                out_of_time = deadline - time.monotonic() - delay < timeout[1]
+            if probe or attempt > retries or out_of_time:
+                _circuit_release(breaker, probe=probe)
+                raise
+            time.sleep(delay)
+            continue
         except MidtransConfigurationError:
             # Says nothing about Midtrans' health: neither a failure nor a success.
             _circuit_release(breaker, probe=probe)
@@ -680,11 +730,12 @@ def snap_cancel(*, token: str) -> dict:
 def transaction_status(*, midtrans_order_id: str, timeout: float | None = None, budget: float | None = None) -> dict:
     """The status body. `status_code` "404" (unknown or no method chosen yet) and "407" are data.
 
-    Retried on timeouts and 5xx (MIDTRANS_STATUS_RETRIES extra tries, short backoff between
-    them); a read is safe to repeat. `timeout` (default MIDTRANS_STATUS_TIMEOUT) bounds each
-    try's connect and read. `budget` is a hard limit in seconds for the whole read, tries and
-    backoff included (default: tries x timeout, so a caller that divides its budget by the
-    number of tries gets exactly that budget); fewer tries are made when they would not fit.
+    Retried on timeouts, 5xx and 429 (MIDTRANS_STATUS_RETRIES extra tries, short backoff
+    between them, at least Retry-After after a 429); a read is safe to repeat. `timeout`
+    (default MIDTRANS_STATUS_TIMEOUT) bounds each try's connect and read. `budget` is a hard
+    limit in seconds for the whole read, tries and backoff included (default: tries x
+    timeout, so a caller that divides its budget by the number of tries gets exactly that
+    budget); fewer tries are made when they would not fit.
     """
     per_try = float(settings.MIDTRANS_STATUS_TIMEOUT if timeout is None else timeout)
     retries = max(0, int(settings.MIDTRANS_STATUS_RETRIES))

@@ -407,6 +407,49 @@ def test_read_timeout_raises_timeout(sim, settings):
     assert SimApiCall.objects.filter(fault="timeout").count() == 1
 
 
+def test_status_read_429_waits_retry_after_then_retries(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    sim.faults(answer_status=429, answer_next=1, retry_after_seconds=1)
+    body = midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert body["status_code"] == "404"
+    first, second = sim.api_calls("status")
+    assert (first.http_status, second.http_status) == (429, 200)
+    # Midtrans asked for a second: the retry did not come earlier.
+    assert (second.created_at - first.created_at).total_seconds() >= 1.0
+    assert midtrans.circuit_state()["core"]["state"] == "closed"
+
+
+def test_429_is_rate_limited_unavailable_and_never_opens_the_breaker(sim, settings):
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    # Retry-After beyond the read's budget (3 tries x 2 s): no retry, fail fast.
+    sim.faults(answer_status=429, answer_next=3, retry_after_seconds=30)
+    with pytest.raises(midtrans.MidtransRateLimited) as exc:
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    assert isinstance(exc.value, midtrans.MidtransUnavailable)
+    assert (exc.value.http_status, exc.value.retry_after, exc.value.status_code) == (429, 30.0, "429")
+    assert [c.http_status for c in sim.api_calls("status")] == [429]
+    # Snap create is never retried; a throttled Snap answers at once too.
+    with pytest.raises(midtrans.MidtransRateLimited) as exc:
+        midtrans.snap_create(payload=_payload())
+    assert exc.value.messages == ["Too many requests, please slow down"]
+    assert SimTransaction.objects.count() == 0
+    state = midtrans.circuit_state()
+    assert (state["snap"]["failures"], state["core"]["failures"], state["state"]) == (0, 0, "closed")
+
+
+def test_retry_after_header_forms():
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    assert midtrans._retry_after_seconds("7") == 7.0
+    assert midtrans._retry_after_seconds(None) is None
+    assert midtrans._retry_after_seconds("soon") is None
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < midtrans._retry_after_seconds(later) <= 30
+    earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert midtrans._retry_after_seconds(earlier) == 0.0
+
+
 def _wait_for_held_calls(count, timeout=10.0):
     # The simulator finishes a request the client gave up on later; let it write its row
     # before the database is flushed.
