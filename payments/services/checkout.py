@@ -563,11 +563,11 @@ def _attempt_snap_failed(*, order_id: str, attempt_id: int, error: Exception) ->
 
 
 def _retry_after(exc: Exception) -> int:
+    """Seconds the customer should wait: what the breaker or Midtrans said, else a few seconds."""
+    said = getattr(exc, "retry_after", None)  # open circuit: its cool-down left; 429: Midtrans' Retry-After
+    if said:
+        return max(1, min(math.ceil(float(said)), 300))
     if isinstance(exc, midtrans.MidtransCircuitOpen):
-        opened_at = midtrans.circuit_state().get("opened_at")
-        if opened_at:
-            elapsed = (timezone.now() - datetime.fromisoformat(opened_at)).total_seconds()
-            return max(1, math.ceil(float(settings.MIDTRANS_BREAKER_COOLDOWN) - elapsed))
         return max(1, math.ceil(float(settings.MIDTRANS_BREAKER_COOLDOWN)))
     return 5
 
