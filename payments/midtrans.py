@@ -24,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import random
 import threading
 import time
@@ -369,10 +370,14 @@ _env_settings_by_base: dict[str, dict] = {}
 
 def _session() -> requests.Session:
     session = getattr(_thread_http, "session", None)
+    if session is not None and _thread_http.pid != os.getpid():
+        # Forked (gunicorn --preload, Celery prefork) after this thread called Midtrans: the
+        # connections belong to the parent too. Leave them to it and start afresh.
+        session = None
     if session is None:
         session = requests.Session()
         session.trust_env = False  # the environment is applied from _env_settings() instead
-        _thread_http.session, _thread_http.used_at = session, time.monotonic()
+        _thread_http.session, _thread_http.used_at, _thread_http.pid = session, time.monotonic(), os.getpid()
         with _sessions_lock:
             _sessions.add(session)
     elif time.monotonic() - _thread_http.used_at > _KEEPALIVE_IDLE_SECONDS:
