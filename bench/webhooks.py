@@ -249,6 +249,9 @@ def main() -> None:
     print(f"database: PostgreSQL scratch database {DB_NAME}; Redis {harness.REDIS_URL}")
     url = harness.database_create(name=DB_NAME)
     harness.django_setup(database_url=url, MIDTRANS_CONFIRM_WITH_STATUS_API="true")
+    from payments.simulator.dispatcher import dispatcher_autostart
+
+    dispatcher_autostart(False)  # --show-queries serves a request here; this process only seeds and checks
 
     warmup = seed(64)
     runs = [(senders, seed(count)) for senders, count in zip(args.senders, args.requests, strict=True)]
@@ -261,6 +264,8 @@ def main() -> None:
         MIDTRANS_API_URL=f"http://127.0.0.1:{sim_port}/sandbox/midtrans",
         MIDTRANS_SNAP_URL=f"http://127.0.0.1:{sim_port}/sandbox/midtrans",
         MIDTRANS_CONFIRM_WITH_STATUS_API="true",
+        # As in production: the simulator is the other gunicorn; no simulator delivery thread here.
+        MIDTRANS_SIMULATOR="false",
     )
     results = []
     cpu_at: dict[int, dict] = {}
