@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800], help="per client level")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--web-worker-class", default="gthread", choices=["gthread", "sync"])
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=16)
     parser.add_argument(
@@ -202,11 +203,17 @@ def main() -> None:
             env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
         ) as sim,
         harness.Gunicorn(
-            env=web_env, port=web_port, workers=args.web_workers, threads=args.web_threads, label="web"
+            env=web_env,
+            port=web_port,
+            workers=args.web_workers,
+            threads=args.web_threads,
+            label="web",
+            worker_class=args.web_worker_class,
         ) as web,
     ):
         print(
-            f"web: gunicorn {args.web_workers} workers x {args.web_threads} threads (log {web.log_path}); "
+            f"web: gunicorn {args.web_workers} {args.web_worker_class} workers x {args.web_threads} threads "
+            f"(log {web.log_path}); "
             f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}; load generator in this process"
         )
         if args.snap_latency_ms:
