@@ -187,3 +187,57 @@ def _midtrans_http_sessions_closed():
     from payments import midtrans
 
     midtrans.http_sessions_close()
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make browser`; never a downloaded browser
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",  # this machine has no internet; Chromium's own calls only fail
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def phone_page(monkeypatch):
+    """A page in headless Chromium the size of a phone, with touch."""
+    import shutil
+
+    from django.db import connections
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM reads are
+    # plain synchronous code, so Django's async-safety guard is told so.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, locale="id-ID"
+        )
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+            # Queries made while Playwright runs get a connection of their own (its event loop
+            # changes the async context Django keys connections by); close it, or the test
+            # database cannot be dropped at the end of the run.
+            connections.close_all()
+
+
+@pytest.fixture
+def sim(midtrans_sim, settings):
+    """The simulator with status confirmation on and its deliveries paused: a notification is
+    "lost" unless the test delivers it. Alerts go to an operator address."""
+    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
+    settings.ALERT_EMAILS = ["ops@buatfilm.test"]
+    midtrans_sim.pause_deliveries()
+    return midtrans_sim

@@ -3,53 +3,18 @@ simulator: landing form -> checkout API -> simulator payment page -> our finish 
 """
 
 import re
-import shutil
 
 import pytest
-from django.db import connections
 
 from payments.models import Order, OrderStatus, PaymentAttempt
 from payments.tests.checkout_support import launch_package_ensure
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-
-@pytest.fixture
-def page(midtrans_sim, monkeypatch):
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM reads are
-    # plain synchronous code, so Django's async-safety guard is told so.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 390, "height": 844}, locale="id-ID")  # a phone
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        yield page
-        context.close()
-        browser.close()
-        # Queries made while Playwright runs get a connection of their own (its event loop
-        # changes the async context Django keys connections by); close it, or the test
-        # database cannot be dropped at the end of the run.
-        connections.close_all()
-
-
-def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_page(page, midtrans_sim, settings):
+def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_page(midtrans_sim, phone_page, settings):
     # given
+    page = phone_page
     launch_package_ensure()
     settings.CHECKOUT_RATE_LIMIT = ""
     page.goto(midtrans_sim.live_url + "/")

@@ -27,14 +27,6 @@ OS = Order.Status
 A = PaymentAttempt.Status
 
 
-@pytest.fixture
-def sim(midtrans_sim, settings):
-    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
-    settings.ALERT_EMAILS = ["ops@buatfilm.test"]
-    midtrans_sim.pause_deliveries()  # notifications are "lost" unless a test delivers them
-    return midtrans_sim
-
-
 def make_stale(attempt, minutes=10):
     PaymentAttempt.objects.filter(pk=attempt.pk).update(updated_at=timezone.now() - timedelta(minutes=minutes))
 

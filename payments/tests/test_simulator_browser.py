@@ -9,22 +9,8 @@ from payments.simulator.models import SimTransaction
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-
-def test_customer_pays_by_qris_on_a_phone_and_returns_to_the_shop(midtrans_sim_alone, monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
+def test_customer_pays_by_qris_on_a_phone_and_returns_to_the_shop(midtrans_sim_alone, phone_page):
     midtrans_sim_alone.pause_deliveries()
     finish = f"{midtrans_sim_alone.base_url}/_faults"  # any page of the live server will do
     snap = midtrans.snap_create(
@@ -34,18 +20,13 @@ def test_customer_pays_by_qris_on_a_phone_and_returns_to_the_shop(midtrans_sim_a
             "callbacks": {"finish": finish},
         }
     )
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
-            page.goto(snap.redirect_url)
-            assert page.get_by_text("Pilih metode pembayaran").is_visible()
-            page.get_by_role("button", name="QRIS").tap()
-            page.get_by_role("button", name="Bayar sekarang").tap()
-            page.wait_for_url(f"{finish}?*")
-            final_url = page.url
-        finally:
-            browser.close()
+    page = phone_page
+    page.goto(snap.redirect_url)
+    assert page.get_by_text("Pilih metode pembayaran").is_visible()
+    page.get_by_role("button", name="QRIS").tap()
+    page.get_by_role("button", name="Bayar sekarang").tap()
+    page.wait_for_url(f"{finish}?*")
+    final_url = page.url
     query = parse_qs(urlsplit(final_url).query)
     assert query == {
         "order_id": ["BF-20260101-BROWSER1-1"],

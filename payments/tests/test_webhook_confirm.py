@@ -26,14 +26,6 @@ OS = Order.Status
 A = PaymentAttempt.Status
 
 
-@pytest.fixture
-def sim(midtrans_sim, settings):
-    settings.MIDTRANS_CONFIRM_WITH_STATUS_API = True
-    settings.ALERT_EMAILS = ["ops@buatfilm.test"]
-    midtrans_sim.pause_deliveries()  # each test decides when Midtrans "sends"
-    return midtrans_sim
-
-
 def test_trigger_command_settlement_end_to_end_marks_paid(sim):
     # given: a customer chose BCA VA on the simulator's page
     attempt = sim_attempt_create()
