@@ -250,10 +250,6 @@ def _counter_incr(key: str, ttl: int) -> int:
     return 1
 
 
-def _cache_get(key, default=None):
-    return _cache_call(cache.get, key, default, default=default)
-
-
 def _breaker_keys_read(breaker: str) -> dict:
     failures_key, opened_key, _ = _cb_keys(breaker)
     found = _cache_call(cache.get_many, [failures_key, opened_key], default={}) or {}

@@ -23,12 +23,6 @@ def package_get(*, package_id: str) -> Package | None:
     return Package.objects.filter(id=package_id).first()
 
 
-def live_open_orders(*, now: datetime | None = None) -> QuerySet[Order]:
-    """Open orders still inside their payment window."""
-    now = now or timezone.now()
-    return Order.objects.filter(status__in=Order.OPEN_STATUSES, expires_at__gt=now)
-
-
 def package_seats_taken(*, package: Package, now: datetime | None = None) -> int:
     """Paid orders plus live open orders: the seats no one else may buy right now."""
     now = now or timezone.now()
@@ -53,10 +47,6 @@ def order_open_for(*, email: str, package_id: str) -> Order | None:
 
 def order_get(*, order_id: str) -> Order | None:
     return Order.objects.select_related("package").filter(id=order_id).first()
-
-
-def attempt_latest(*, order: Order) -> PaymentAttempt | None:
-    return PaymentAttempt.objects.filter(order=order).order_by("-number").first()
 
 
 def attempt_payable(*, order: Order) -> PaymentAttempt | None:
