@@ -13,6 +13,7 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
+from buatfilm.db import row_insert_or_skip
 from entitlements.models import Entitlement
 
 logger = logging.getLogger(__name__)
@@ -53,31 +54,25 @@ def entitlement_grant(*, email: str, course_code: str, order_id: str, reason: st
     """
     email = email.strip().lower()
     now = timezone.now()
-    entitlement = Entitlement.objects.select_for_update().filter(order_id=order_id).first()
-    if entitlement is None:
-        # INSERT ... ON CONFLICT DO NOTHING: a concurrent grant for the same order cannot
-        # raise and abort the caller's transaction; the loser reads the winner's row.
-        Entitlement.objects.bulk_create(
-            [
-                Entitlement(
-                    email=email,
-                    course_code=course_code,
-                    order_id=order_id,
-                    status=Entitlement.Status.ACTIVE,
-                    granted_at=now,
-                    reason=_reason_trim(reason),
-                )
-            ],
-            ignore_conflicts=True,
+    entitlement = Entitlement(
+        email=email,
+        course_code=course_code,
+        order_id=order_id,
+        status=Entitlement.Status.ACTIVE,
+        granted_at=now,
+        reason=_reason_trim(reason),
+    )
+    # The first grant of an order is one INSERT ... ON CONFLICT DO NOTHING: it cannot raise
+    # and abort the caller's transaction when a concurrent grant of the same order won; it
+    # then waits for that one to commit and skips, and the row is read below.
+    if row_insert_or_skip(entitlement):
+        logger.info(
+            "entitlement_granted",
+            extra={"order_id": order_id, "course": course_code, "entitlement_id": entitlement.pk},
         )
-        entitlement = Entitlement.objects.select_for_update().get(order_id=order_id)
-        if entitlement.granted_at == now:
-            logger.info(
-                "entitlement_granted",
-                extra={"order_id": order_id, "course": course_code, "entitlement_id": entitlement.pk},
-            )
         return entitlement
 
+    entitlement = Entitlement.objects.select_for_update().get(order_id=order_id)
     if entitlement.status == Entitlement.Status.REVOKED:
         entitlement.status = Entitlement.Status.ACTIVE
         entitlement.revoked_at = None

@@ -27,9 +27,10 @@ from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from buatfilm.db import row_insert_or_skip
 from entitlements.services import entitlement_grant, entitlement_revoke
 from payments import midtrans, notices
 from payments.models import (
@@ -318,34 +319,6 @@ def _event_new(*, payload: dict, source: str, midtrans_order_id: str) -> Payment
     )
 
 
-def _event_insert(event: PaymentEvent) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, in one round trip: True (and `event.pk`
-    set) when this call stored the row, False when an identical event is stored already.
-
-    Django's bulk_create(ignore_conflicts=True) sends the same INSERT but returns no pk, so
-    the row would have to be read back, and outside a transaction it wraps the INSERT in
-    BEGIN/COMMIT: four round trips where one does.
-    """
-    connection = connections[PaymentEvent.objects.db]
-    meta = PaymentEvent._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
-    qn = connection.ops.quote_name
-    # Identifiers from the model's own metadata; every value is a parameter.
-    columns = ", ".join(qn(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table, pk = qn(meta.db_table), qn(meta.pk.column)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING RETURNING {pk}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    event.pk = row[0]
-    event._state.adding, event._state.db = False, connection.alias
-    return True
-
-
 def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
     """Store a verified notification once (unique dedup key); the stored row is returned.
 
@@ -353,7 +326,7 @@ def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> Payment
     store one row and none of them fails. Only a duplicate reads the stored row back.
     """
     event = _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
-    if _event_insert(event):
+    if row_insert_or_skip(event):
         return event
     return PaymentEvent.objects.get(dedup_key=event.dedup_key)
 
@@ -629,7 +602,7 @@ def _event_locked(
         event = PaymentEvent.objects.select_for_update().get(pk=event_id)
         return event, event.result in FINAL_EVENT_RESULTS
     event = _event_new(payload=status, source=source, midtrans_order_id=midtrans_order_id)
-    if _event_insert(event):
+    if row_insert_or_skip(event):
         # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
         return event, False
     event = PaymentEvent.objects.select_for_update().get(dedup_key=event.dedup_key)
