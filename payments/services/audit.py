@@ -8,6 +8,7 @@ from contextvars import ContextVar
 
 from django.db import models, transaction
 
+from buatfilm.db import rows_insert
 from buatfilm.logging import current_request_id
 from payments.models import AuditEntry
 
@@ -25,7 +26,7 @@ def audit_record(
     correlation_id: str | None = None,
 ) -> AuditEntry:
     """Record one change. Inside audit_batch() the row is written when the batch ends
-    (its pk is set then); otherwise at once."""
+    (without reading its pk back); otherwise at once."""
     entry = AuditEntry(
         actor=actor,
         action=action,
@@ -63,4 +64,4 @@ def audit_batch() -> Iterator[None]:
     finally:
         _batch.reset(token)
     if entries and not transaction.get_connection(AuditEntry.objects.db).needs_rollback:
-        AuditEntry.objects.bulk_create(entries)
+        rows_insert(entries)
