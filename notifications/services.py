@@ -20,8 +20,10 @@ import os
 import random
 import re
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,7 +31,7 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -68,6 +70,47 @@ def notification_max_attempts() -> int:
     return len(settings.NOTIFICATION_RETRY_SCHEDULE) + 1
 
 
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One rendered message for the outbox, checked when it is made: one that exists is valid.
+
+    Raises NotificationInputError on bad input, so a caller can skip one message of several
+    (and log why) before anything is written.
+    """
+
+    channel: str
+    template: str
+    recipient: str
+    subject: str
+    body_text: str
+    dedupe_key: str
+    body_html: str = ""
+    reference: str = ""
+    template_params: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        recipient_validate(channel=self.channel, recipient=self.recipient)
+        if not TEMPLATE_NAME_RE.match(self.template or ""):
+            raise NotificationInputError(f"template {self.template!r} must be 1-64 of a-z, 0-9 and _")
+        if not self.dedupe_key or len(self.dedupe_key) > 200:
+            raise NotificationInputError("dedupe_key must be 1-200 characters")
+        if not (self.body_text or "").strip():
+            raise NotificationInputError("body_text must not be empty")
+        if self.channel == Notification.Channel.EMAIL and not (self.subject or "").strip():
+            raise NotificationInputError("an email needs a subject")
+        if len(self.subject or "") > 255:
+            raise NotificationInputError("subject is longer than 255 characters")
+        if len(self.reference or "") > 64:
+            raise NotificationInputError("reference is longer than 64 characters")
+        params = tuple(self.template_params or ())
+        if not all(isinstance(p, str) for p in params):
+            raise NotificationInputError("template_params must be a list of strings")
+        # Frozen: the normalised values are set once, here.
+        object.__setattr__(self, "template_params", params)
+        for name in ("subject", "body_html", "reference"):
+            object.__setattr__(self, name, getattr(self, name) or "")
+
+
 def notification_enqueue(
     *,
     channel: str,
@@ -86,59 +129,156 @@ def notification_enqueue(
     content rendered first is what gets sent). The kick never fails or blocks the
     caller: with the broker down the row waits for the sweep.
     """
-    recipient_validate(channel=channel, recipient=recipient)
-    if not TEMPLATE_NAME_RE.match(template or ""):
-        raise NotificationInputError(f"template {template!r} must be 1-64 of a-z, 0-9 and _")
-    if not dedupe_key or len(dedupe_key) > 200:
-        raise NotificationInputError("dedupe_key must be 1-200 characters")
-    if not (body_text or "").strip():
-        raise NotificationInputError("body_text must not be empty")
-    if channel == Notification.Channel.EMAIL and not (subject or "").strip():
-        raise NotificationInputError("an email needs a subject")
-    if len(subject or "") > 255:
-        raise NotificationInputError("subject is longer than 255 characters")
-    if len(reference or "") > 64:
-        raise NotificationInputError("reference is longer than 64 characters")
-    params = list(template_params or [])
-    if not all(isinstance(p, str) for p in params):
-        raise NotificationInputError("template_params must be a list of strings")
-
-    # get_or_create runs in a savepoint: a concurrent enqueue of the same key waits on the
-    # unique index, gets IntegrityError, and then reads the winner's committed row.
-    notification, created = Notification.objects.get_or_create(
+    message = OutboxMessage(
+        channel=channel,
+        template=template,
+        recipient=recipient,
+        subject=subject,
+        body_text=body_text,
+        body_html=body_html,
         dedupe_key=dedupe_key,
-        defaults={
-            "channel": channel,
-            "template": template,
-            "recipient": recipient,
-            "subject": subject or "",
-            "body_text": body_text,
-            "body_html": body_html or "",
-            "template_params": params,
-            "reference": reference or "",
-            "max_attempts": notification_max_attempts(),
-        },
+        reference=reference,
+        template_params=tuple(template_params or ()),
     )
-    log_extra = {
-        "notification_id": notification.pk,
-        "order_id": reference,
-        "channel": channel,
-        "template": template,
-        "dedupe_key": dedupe_key,
-    }
-    if not created:
-        logger.info("notification_enqueue_duplicate", extra=log_extra)
-        return notification
-    logger.info("notification_enqueued", extra=log_extra)
-    notification_id = notification.pk
-    transaction.on_commit(lambda: notification_kick(notification_id=notification_id, reference=reference))
-    return notification
+    created = notification_enqueue_many(messages=[message])
+    if created:
+        return created[0]
+    return Notification.objects.get(dedupe_key=dedupe_key)
+
+
+def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Notification]:
+    """Write outbox rows in the caller's transaction with ONE statement; one kick after the commit.
+
+    Idempotent on each `dedupe_key`: a key stored already (or by a concurrent transaction
+    that commits first) keeps its row unchanged, is logged as a duplicate and left out of
+    the result; the content rendered first is what gets sent. Returns the rows this call
+    created, in the order given. All rows a transaction enqueues, over any number of calls,
+    share one broker publish after its commit (see _kick_after_commit).
+    """
+    first_by_key: dict[str, OutboxMessage] = {}
+    for message in messages:
+        first_by_key.setdefault(message.dedupe_key, message)
+    if not first_by_key:
+        return []
+    max_attempts = notification_max_attempts()
+    rows = [
+        Notification(
+            channel=m.channel,
+            template=m.template,
+            recipient=m.recipient,
+            subject=m.subject,
+            body_text=m.body_text,
+            body_html=m.body_html,
+            template_params=list(m.template_params),
+            dedupe_key=m.dedupe_key,
+            reference=m.reference,
+            max_attempts=max_attempts,
+        )
+        for m in first_by_key.values()
+    ]
+    using = router.db_for_write(Notification)
+    stored = _notifications_insert(rows=rows, using=using)
+    created = []
+    for row in rows:
+        log_extra = {
+            "order_id": row.reference,
+            "channel": row.channel,
+            "template": row.template,
+            "dedupe_key": row.dedupe_key,
+        }
+        if row.dedupe_key not in stored:
+            # The stored row's id is not read back: the dedupe key names it.
+            logger.info("notification_enqueue_duplicate", extra=log_extra)
+            continue
+        row.pk = stored[row.dedupe_key]
+        row._state.adding, row._state.db = False, using
+        created.append(row)
+        logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
+    if created:
+        _kick_after_commit(rows=created, using=using)
+    return created
+
+
+def _notifications_insert(*, rows: list[Notification], using: str) -> dict[str, int]:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key: the ids of
+    the rows this statement stored, by dedupe key.
+
+    One round trip for all rows. get_or_create took four per row (SELECT, SAVEPOINT, INSERT,
+    RELEASE) plus the ORM's compile; ON CONFLICT DO NOTHING needs no savepoint, since a
+    duplicate key is skipped rather than raised, and a concurrent insert of the same key
+    waits for the other transaction and is then skipped (or stored, if that one rolled back).
+    """
+    connection = connections[using]
+    meta = Notification._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    # In key order, so two transactions inserting overlapping keys take the unique index's
+    # locks in the same order and cannot deadlock.
+    rows = sorted(rows, key=lambda row: row.dedupe_key)
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for row in rows for f in fields]
+    qn = connection.ops.quote_name
+    # Identifiers from the model's own metadata; every value is a parameter.
+    columns = ", ".join(qn(f.column) for f in fields)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
+    table, pk, key = qn(meta.db_table), qn(meta.pk.column), qn(meta.get_field("dedupe_key").column)
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES {placeholders} "  # noqa: S608
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {pk}, {key}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        return {dedupe_key: pk for pk, dedupe_key in cursor.fetchall()}
+
+
+class _KickBatch:
+    """The rows one transaction enqueued, kicked with one broker publish after its commit."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, str]] = []  # (notification id, reference)
+        self.ran = False
+
+    def __call__(self) -> None:
+        self.ran = True
+        references = ",".join(dict.fromkeys(reference for _, reference in self.rows if reference))
+        notification_kick_many(notification_ids=[pk for pk, _ in self.rows], reference=references)
+
+
+# The batch each connection (so each thread) is filling; see _kick_after_commit.
+_kick_batches = threading.local()
+
+
+def _kick_after_commit(*, rows: list[Notification], using: str) -> None:
+    """Add the rows to their transaction's kick batch, registering its on_commit callback once.
+
+    The batch is reused only while its callback is still registered: rolling back the
+    savepoint it was registered in drops the callback (Django removes it from
+    run_on_commit, with the rows it was made for), and a commit runs it. A row added from
+    a savepoint that later rolls back stays in the batch; its kick then claims nothing.
+    Outside a transaction the callback runs at once, for this call's rows only.
+    """
+    connection = connections[using]
+    batch = getattr(_kick_batches, using, None)
+    pending = (
+        batch is not None
+        and not batch.ran
+        and connection.in_atomic_block
+        and any(func is batch for _sids, func, _robust in connection.run_on_commit)
+    )
+    if pending:
+        batch.rows.extend((row.pk, row.reference) for row in rows)
+        return
+    batch = _KickBatch()
+    batch.rows.extend((row.pk, row.reference) for row in rows)
+    setattr(_kick_batches, using, batch)
+    transaction.on_commit(batch, using=using)
 
 
 # After a failed publish, this process skips kicks for a few seconds: with Redis hanging
 # (not refusing) each publish costs a socket timeout, and a request must not pay it twice.
 KICK_SKIP_AFTER_FAILURE_SECONDS = 5.0
 _kick_skip_until = 0.0
+# Ids per broker message: one task sends them one after the other, so a long list would
+# keep the last ones waiting.
+KICK_BATCH_MAX = 10
 
 
 def notification_kick(
@@ -150,15 +290,38 @@ def notification_kick(
     short socket timeouts) and the beat sweep re-kicks the row later. Without REDIS_URL
     Celery runs the task right here (eager mode); this is only ever called after a commit.
     """
+    from notifications.tasks import notification_deliver_task
+
+    return _kick_publish(
+        task=notification_deliver_task,
+        args=[notification_id],
+        countdown=countdown,
+        force=force,
+        extra={"notification_id": notification_id, "order_id": reference},
+    )
+
+
+def notification_kick_many(*, notification_ids: Sequence[int], reference: str = "") -> bool:
+    """Ask a worker to deliver several messages: one publish per KICK_BATCH_MAX ids. Never
+    raises; the worker claims each id on its own, as for one."""
+    from notifications.tasks import notification_deliver_many_task
+
+    ids = list(dict.fromkeys(notification_ids))
+    for start in range(0, len(ids), KICK_BATCH_MAX):
+        chunk = ids[start : start + KICK_BATCH_MAX]
+        extra = {"notification_ids": chunk, "order_id": reference}
+        if not _kick_publish(task=notification_deliver_many_task, args=[chunk], extra=extra):
+            return False  # the broker is down: the rest wait for the sweep too
+    return True
+
+
+def _kick_publish(*, task, args: list, extra: dict, countdown: float | None = None, force: bool = False) -> bool:
     global _kick_skip_until
-    extra = {"notification_id": notification_id, "order_id": reference}
     if not force and time.monotonic() < _kick_skip_until:
         logger.info("notification_kick_skipped", extra=extra | {"reason": "broker failed moments ago"})
         return False
     try:
-        from notifications.tasks import notification_deliver_task
-
-        notification_deliver_task.apply_async(args=[notification_id], countdown=countdown)
+        task.apply_async(args=args, countdown=countdown)
     except Exception as exc:  # any broker failure: log it, the sweep catches up
         _kick_skip_until = time.monotonic() + KICK_SKIP_AFTER_FAILURE_SECONDS
         logger.warning("notification_kick_failed", extra=extra | {"error": f"{type(exc).__name__}: {exc}"})
@@ -283,6 +446,31 @@ def notification_send(*, notification_id: int) -> str | None:
         retry_after=retry_after,
         started_at=started_at,
     )
+
+
+# A task sending several messages starts no new one after this long, so that slow
+# providers cannot make it outlive CELERY_TASK_SOFT_TIME_LIMIT; the rest get a new kick.
+SEND_MANY_BUDGET_SECONDS = 30.0
+
+
+def notification_send_many(*, notification_ids: Sequence[int]) -> list[str | None]:
+    """notification_send for each id in turn, each claimed on its own: safe to run twice.
+
+    One id that fails (the database went away mid-way, say) does not keep the others
+    from being tried; its row stays claimable and the sweep kicks it again.
+    """
+    started = time.monotonic()
+    outcomes: list[str | None] = []
+    for index, notification_id in enumerate(notification_ids):
+        if index and time.monotonic() - started > SEND_MANY_BUDGET_SECONDS:
+            notification_kick_many(notification_ids=notification_ids[index:])
+            break
+        try:
+            outcomes.append(notification_send(notification_id=notification_id))
+        except Exception:
+            logger.exception("notification_send_failed", extra={"notification_id": notification_id})
+            outcomes.append(None)
+    return outcomes
 
 
 def _notification_finish(

@@ -24,7 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from entitlements.services import access_link_build
 from notifications.models import Notification
 from notifications.rendering import email_render, rupiah_format, whatsapp_render
-from notifications.services import NotificationInputError, notification_enqueue
+from notifications.services import NotificationInputError, OutboxMessage, notification_enqueue_many
 from payments.models import PaymentEvent
 
 logger = logging.getLogger(__name__)
@@ -60,41 +60,49 @@ def _order_context(order) -> dict:
     }
 
 
-def _enqueue_email(*, order_id: str, template: str, event: str, recipient: str, context: dict) -> None:
+def _message(*, order_id: str, **fields) -> OutboxMessage | None:
+    """The message, or None (logged) when its input is bad: a malformed phone number must not
+    cost the customer the email, nor abort the payment transaction."""
+    try:
+        return OutboxMessage(reference=order_id, **fields)
+    except NotificationInputError as exc:
+        extra = {"order_id": order_id, "template": fields["template"], "channel": fields["channel"]}
+        logger.error("notice_skipped", extra=extra | {"error": str(exc)})
+        return None
+
+
+def _email(*, order_id: str, template: str, event: str, recipient: str, context: dict) -> OutboxMessage | None:
     rendered = email_render(template=template, context=context)
-    try:
-        notification_enqueue(
-            channel=EMAIL,
-            template=template,
-            recipient=recipient,
-            subject=rendered.subject,
-            body_text=rendered.body_text,
-            body_html=rendered.body_html,
-            dedupe_key=_dedupe_key(order_id, event, EMAIL),
-            reference=order_id,
-        )
-    except NotificationInputError as exc:
-        logger.error(
-            "notice_skipped", extra={"order_id": order_id, "template": template, "channel": EMAIL, "error": str(exc)}
-        )
+    return _message(
+        order_id=order_id,
+        channel=EMAIL,
+        template=template,
+        recipient=recipient,
+        subject=rendered.subject,
+        body_text=rendered.body_text,
+        body_html=rendered.body_html,
+        dedupe_key=_dedupe_key(order_id, event, EMAIL),
+    )
 
 
-def _enqueue_whatsapp(*, order_id: str, template: str, event: str, recipient: str, context: dict, params: list) -> None:
-    try:
-        notification_enqueue(
-            channel=WHATSAPP,
-            template=template,
-            recipient=recipient,
-            subject="",
-            body_text=whatsapp_render(template=template, context=context),
-            dedupe_key=_dedupe_key(order_id, event, WHATSAPP),
-            reference=order_id,
-            template_params=[str(p) for p in params],
-        )
-    except NotificationInputError as exc:
-        logger.error(
-            "notice_skipped", extra={"order_id": order_id, "template": template, "channel": WHATSAPP, "error": str(exc)}
-        )
+def _whatsapp(
+    *, order_id: str, template: str, event: str, recipient: str, context: dict, params: list
+) -> OutboxMessage | None:
+    return _message(
+        order_id=order_id,
+        channel=WHATSAPP,
+        template=template,
+        recipient=recipient,
+        subject="",
+        body_text=whatsapp_render(template=template, context=context),
+        dedupe_key=_dedupe_key(order_id, event, WHATSAPP),
+        template_params=tuple(str(p) for p in params),
+    )
+
+
+def _enqueue(*messages: OutboxMessage | None) -> None:
+    # One INSERT for all of a notice's messages, and one kick after the commit.
+    notification_enqueue_many(messages=[m for m in messages if m is not None])
 
 
 def _bank_label(attempt) -> str:
@@ -129,14 +137,16 @@ def notice_payment_instructions(*, order, attempt) -> None:
         " ".join(filter(None, ["Virtual Account", context["bank"], va_number])) if va_number else attempt.redirect_url
     )
     template = "payment_instructions"
-    _enqueue_email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context)
-    _enqueue_whatsapp(
-        order_id=order.id,
-        template=template,
-        event=event,
-        recipient=order.customer_phone,
-        context=context,
-        params=[order.customer_name, order.id, context["amount"], how_to_pay],
+    _enqueue(
+        _email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context),
+        _whatsapp(
+            order_id=order.id,
+            template=template,
+            event=event,
+            recipient=order.customer_phone,
+            context=context,
+            params=[order.customer_name, order.id, context["amount"], how_to_pay],
+        ),
     )
 
 
@@ -145,22 +155,30 @@ def notice_paid(*, order) -> None:
     access_link = access_link_build(email=order.customer_email, course_code=order.package.course_code)
     context = _order_context(order) | {"access_link": access_link}
     template = "payment_received"
-    _enqueue_email(order_id=order.id, template=template, event="paid", recipient=order.customer_email, context=context)
-    _enqueue_whatsapp(
-        order_id=order.id,
-        template=template,
-        event="paid",
-        recipient=order.customer_phone,
-        context=context,
-        params=[order.customer_name, order.id, context["amount"], access_link],
+    _enqueue(
+        _email(order_id=order.id, template=template, event="paid", recipient=order.customer_email, context=context),
+        _whatsapp(
+            order_id=order.id,
+            template=template,
+            event="paid",
+            recipient=order.customer_phone,
+            context=context,
+            params=[order.customer_name, order.id, context["amount"], access_link],
+        ),
     )
 
 
 def notice_expired(*, order) -> None:
     """Email: the order expired, and where to buy again."""
     context = _order_context(order) | {"shop_url": f"{settings.PUBLIC_BASE_URL}/"}
-    _enqueue_email(
-        order_id=order.id, template="order_expired", event="expired", recipient=order.customer_email, context=context
+    _enqueue(
+        _email(
+            order_id=order.id,
+            template="order_expired",
+            event="expired",
+            recipient=order.customer_email,
+            context=context,
+        )
     )
 
 
@@ -171,12 +189,14 @@ def notice_refunded(*, order) -> None:
         "refunded_amount": rupiah_format(order.refunded_amount),
         "fully_refunded": order.refunded_amount >= order.amount,
     }
-    _enqueue_email(
-        order_id=order.id,
-        template="refund_processed",
-        event=f"refunded:{order.refunded_amount}",
-        recipient=order.customer_email,
-        context=context,
+    _enqueue(
+        _email(
+            order_id=order.id,
+            template="refund_processed",
+            event=f"refunded:{order.refunded_amount}",
+            recipient=order.customer_email,
+            context=context,
+        )
     )
 
 
@@ -196,10 +216,12 @@ def notice_alert(*, order_id: str, subject: str, body: str) -> None:
         return
     context = {"order_id": order_id, "subject": subject, "body": body, "admin_url": _admin_order_url(order_id)}
     rendered = email_render(template="operator_alert", context=context)
+    messages = []
     for recipient in settings.ALERT_EMAILS:
         digest = hashlib.sha256(f"{subject}\n{body}\n{recipient}".encode()).hexdigest()[:24]
-        try:
-            notification_enqueue(
+        messages.append(
+            _message(
+                order_id=order_id,
                 channel=EMAIL,
                 template="operator_alert",
                 recipient=recipient,
@@ -207,9 +229,6 @@ def notice_alert(*, order_id: str, subject: str, body: str) -> None:
                 body_text=rendered.body_text,
                 body_html=rendered.body_html,
                 dedupe_key=f"alert:{order_id}:{digest}",
-                reference=order_id,
             )
-        except NotificationInputError as exc:
-            logger.error(
-                "notice_skipped", extra={"order_id": order_id, "template": "operator_alert", "error": str(exc)}
-            )
+        )
+    _enqueue(*messages)

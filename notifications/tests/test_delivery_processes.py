@@ -15,6 +15,7 @@ from django.db import close_old_connections, connection, transaction
 from notifications.models import Notification, NotificationAttempt
 from notifications.services import notification_enqueue, notification_requeue, notification_sweep
 from notifications.tests.conftest import wait_for
+from notifications.tests.factories import NotificationFactory
 from notifications.tests.stubs import Reply, SmtpStub, WhatsAppStub
 from payments import notices
 from payments.tests.factories import OrderFactory
@@ -119,6 +120,24 @@ def test_paid_is_sent_once_per_channel_under_50_concurrent_duplicate_notices(cel
         assert whatsapp.calls_to(PHONE.lstrip("+")) == 1
         assert whatsapp.requests[0]["payload"]["template"]["name"] == "payment_received"
         assert NotificationAttempt.objects.filter(notification__reference=order.id, outcome="sent").count() == 2
+
+
+def test_a_worker_runs_kicks_in_the_old_one_id_shape_and_the_batch_shape(celery_worker_factory):
+    from buatfilm.celery import app
+
+    with SmtpStub() as smtp:
+        worker = celery_worker_factory(**_channels_env(smtp))
+        # given: rows with no kick of their own (as if committed before the kicks below)
+        old, first, second = (NotificationFactory(recipient=f"shape{n}@example.com") for n in range(3))
+        # when: a message queued by the previous release (one id), and one batch naming two ids twice
+        app.send_task("notifications.deliver", args=[old.pk])
+        app.send_task("notifications.deliver_many", args=[[first.pk, second.pk]])
+        app.send_task("notifications.deliver_many", args=[[first.pk, second.pk]])
+        # then
+        wait_for(lambda: _statuses(old, first, second) == ["sent"] * 3, message="all sent", on_fail=worker.log)
+        time.sleep(0.5)
+        assert [smtp.delivered_to(f"shape{n}@example.com") for n in range(3)] == [1, 1, 1]
+        assert NotificationAttempt.objects.count() == 3
 
 
 def test_worker_killed_mid_send_is_taken_over_after_the_lease(celery_worker_factory, settings):

@@ -5,12 +5,15 @@ WhatsApp: notifications.backends.whatsapp.locmem); the process tests in
 test_delivery_processes.py use real workers and real sockets.
 """
 
+import threading
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from notifications.backends import PermanentError, TransientError
@@ -18,13 +21,17 @@ from notifications.backends.whatsapp import locmem
 from notifications.models import Notification, NotificationAttempt
 from notifications.services import (
     NotificationInputError,
+    OutboxMessage,
     notification_claim,
     notification_enqueue,
+    notification_enqueue_many,
     notification_kick,
+    notification_kick_many,
     notification_purge,
     notification_requeue,
     notification_resend,
     notification_send,
+    notification_send_many,
     notification_sweep,
     retry_delay_compute,
 )
@@ -70,6 +77,32 @@ def _enqueue(**overrides):
         "reference": "BF-1",
     }
     return notification_enqueue(**(values | overrides))
+
+
+@pytest.fixture
+def batch_kicks(monkeypatch):
+    """The after-commit kicks of enqueued rows, recorded instead of published: one list of ids each."""
+    calls = []
+
+    def record(*, notification_ids, reference=""):
+        calls.append(list(notification_ids))
+        return True
+
+    monkeypatch.setattr("notifications.services.notification_kick_many", record)
+    return calls
+
+
+def _message(key: str, **overrides) -> OutboxMessage:
+    values = {
+        "channel": "email",
+        "template": "payment_received",
+        "recipient": "budi@example.com",
+        "subject": "Pembayaran diterima",
+        "body_text": f"Pesan {key}.",
+        "dedupe_key": key,
+        "reference": "BF-1",
+    }
+    return OutboxMessage(**(values | overrides))
 
 
 def _failing_backend(monkeypatch, *errors):
@@ -125,6 +158,133 @@ def test_enqueue_refuses_bad_input_and_writes_nothing(overrides, message, django
     with django_capture_on_commit_callbacks() as callbacks, pytest.raises(NotificationInputError, match=message):
         _enqueue(**overrides)
     assert Notification.objects.count() == 0 and callbacks == []
+
+
+def test_enqueue_many_writes_every_row_with_one_statement_and_kicks_once_after_commit(
+    django_capture_on_commit_callbacks, batch_kicks
+):
+    # given
+    messages = [
+        _message("order:BF-1:paid:email"),
+        _message("order:BF-1:paid:whatsapp", channel="whatsapp", recipient="+6281234567890", subject=""),
+    ]
+    # when
+    with django_capture_on_commit_callbacks() as callbacks, CaptureQueriesContext(connection) as queries:
+        created = notification_enqueue_many(messages=messages)
+    # then: one INSERT, nothing kicked before the commit, then one kick for both rows
+    assert [q["sql"].split(" ", 1)[0] for q in queries.captured_queries] == ["INSERT"]
+    assert [n.dedupe_key for n in created] == ["order:BF-1:paid:email", "order:BF-1:paid:whatsapp"]
+    stored = {n.dedupe_key: n for n in Notification.objects.all()}
+    assert [n.pk for n in created] == [stored[n.dedupe_key].pk for n in created]
+    whatsapp = stored["order:BF-1:paid:whatsapp"]
+    assert (whatsapp.status, whatsapp.attempts, whatsapp.max_attempts, whatsapp.subject) == ("pending", 0, 4, "")
+    assert whatsapp.created_at and whatsapp.next_attempt_at <= timezone.now()
+    assert batch_kicks == [] and len(callbacks) == 1
+    callbacks[0]()
+    assert batch_kicks == [[n.pk for n in created]]
+
+
+def test_enqueue_many_leaves_stored_and_repeated_keys_alone(batch_kicks, django_capture_on_commit_callbacks):
+    # given: k1 stored by an earlier transaction
+    with django_capture_on_commit_callbacks(execute=True):
+        first = _enqueue(dedupe_key="k1")
+    batch_kicks.clear()
+    # when: k1 comes again and k2 twice
+    with django_capture_on_commit_callbacks(execute=True):
+        created = notification_enqueue_many(
+            messages=[_message("k1", body_text="Changed."), _message("k2"), _message("k2", body_text="Second k2.")]
+        )
+    # then: only k2 is new, with the content given first; k1 is unchanged and not kicked again
+    assert [n.dedupe_key for n in created] == ["k2"] and created[0].body_text == "Pesan k2."
+    assert Notification.objects.get(dedupe_key="k1").body_text == first.body_text == "Terima kasih."
+    assert Notification.objects.count() == 2 and batch_kicks == [[created[0].pk]]
+    assert notification_enqueue_many(messages=[]) == []
+
+
+def test_rows_enqueued_by_several_calls_in_one_transaction_share_one_kick(
+    batch_kicks, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        a = _enqueue(dedupe_key="a")
+        b = _enqueue(dedupe_key="b")
+        c = notification_enqueue_many(messages=[_message("c")])[0]
+    assert len(callbacks) == 1 and batch_kicks == [[a.pk, b.pk, c.pk]]
+    # the next transaction gets its own kick
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        d = _enqueue(dedupe_key="d")
+    assert len(callbacks) == 1 and batch_kicks[1:] == [[d.pk]]
+
+
+def test_a_rolled_back_savepoint_does_not_cost_later_rows_their_kick(batch_kicks, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        # given: the first rows of the transaction were enqueued in a savepoint that rolled back
+        with pytest.raises(RuntimeError), transaction.atomic():
+            _enqueue(dedupe_key="rolled-back")
+            raise RuntimeError("a failed step")
+        # when
+        kept = _enqueue(dedupe_key="kept")
+        # and a row from a later rolled-back savepoint joins the kick, harmlessly (it claims nothing)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            gone = _enqueue(dedupe_key="gone")
+            raise RuntimeError("another failed step")
+    # then
+    assert batch_kicks == [[kept.pk, gone.pk]]
+    assert list(Notification.objects.values_list("dedupe_key", flat=True)) == ["kept"]
+    assert notification_send(notification_id=gone.pk) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_outside_a_transaction_kicks_each_call_at_once(batch_kicks):
+    # autocommit: each INSERT commits on its own, so its kick follows at once
+    a = _enqueue(dedupe_key="a")
+    assert batch_kicks == [[a.pk]]
+    b = _enqueue(dedupe_key="b")
+    assert batch_kicks == [[a.pk], [b.pk]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_enqueues_of_one_key_store_one_row_without_error():
+    # given: one transaction holds the key, uncommitted
+    holder_inserted, holder_commit = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def holder():
+        try:
+            with transaction.atomic():
+                results["holder"] = notification_enqueue_many(messages=[_message("same", body_text="Holder.")])
+                holder_inserted.set()
+                holder_commit.wait(10)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def racer():
+        try:
+            holder_inserted.wait(10)
+            with transaction.atomic():
+                # blocks on the unique index until the holder commits, then skips the row
+                results["racer"] = notification_enqueue_many(messages=[_message("same"), _message("other")])
+                # the transaction is intact: no IntegrityError, no aborted transaction
+                results["racer_count"] = Notification.objects.count()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=racer)]
+    for thread in threads:
+        thread.start()
+    holder_inserted.wait(10)
+    time.sleep(0.3)  # the racer is now waiting on the holder's key
+    holder_commit.set()
+    for thread in threads:
+        thread.join(20)
+    # then
+    assert errors == []
+    assert [n.dedupe_key for n in results["holder"]] == ["same"]
+    assert [n.dedupe_key for n in results["racer"]] == ["other"] and results["racer_count"] == 2
+    assert Notification.objects.get(dedupe_key="same").body_text == "Holder."
 
 
 # --- claim ----------------------------------------------------------------------------------------
@@ -288,6 +448,84 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_row(monkeypatch):
     notification.refresh_from_db()
     assert notification.status == "sending" and notification.sent_at is None
     assert list(notification.attempt_log.values_list("outcome", "provider_message_id")) == [("sent", "provider-late")]
+
+
+def test_send_many_claims_each_message_on_its_own_and_is_safe_to_run_twice():
+    # given
+    email = _enqueue(dedupe_key="e")
+    whatsapp = _enqueue(channel="whatsapp", recipient="+6281234567890", subject="", dedupe_key="w")
+    # when: the task runs, then runs again (a duplicate delivery)
+    first = notification_send_many(notification_ids=[email.pk, whatsapp.pk])
+    second = notification_send_many(notification_ids=[email.pk, whatsapp.pk])
+    # then
+    assert (first, second) == (["sent", "sent"], [None, None])
+    assert len(mail.outbox) == 1 and len(locmem.outbox) == 1
+    assert NotificationAttempt.objects.count() == 2
+
+
+def test_send_many_goes_on_after_a_message_that_failed(monkeypatch, caplog):
+    # given: the claim of the first message fails outright (the database went away, say)
+    broken, fine = _enqueue(dedupe_key="broken"), _enqueue(dedupe_key="fine", recipient="sari@example.com")
+    real_send = notification_send
+
+    def send(*, notification_id):
+        if notification_id == broken.pk:
+            raise RuntimeError("connection lost")
+        return real_send(notification_id=notification_id)
+
+    monkeypatch.setattr("notifications.services.notification_send", send)
+    # when
+    outcomes = notification_send_many(notification_ids=[broken.pk, fine.pk])
+    # then: the other one was sent; the broken one is still pending, for the sweep
+    assert outcomes == [None, "sent"] and [m.to for m in mail.outbox] == [["sari@example.com"]]
+    assert Notification.objects.get(pk=broken.pk).status == "pending"
+    assert any(r.getMessage() == "notification_send_failed" for r in caplog.records)
+
+
+def test_send_many_hands_the_rest_to_another_task_once_its_time_is_up(monkeypatch, batch_kicks):
+    # given: a provider so slow that the first message uses the whole budget
+    monkeypatch.setattr("notifications.services.SEND_MANY_BUDGET_SECONDS", 0.0)
+    ids = [_enqueue(dedupe_key=f"k{n}").pk for n in range(3)]
+    # when
+    outcomes = notification_send_many(notification_ids=ids)
+    # then: one was sent (there is always progress), the other two were kicked again
+    assert outcomes == ["sent"] and batch_kicks == [ids[1:]]
+
+
+def test_kick_many_publishes_one_message_per_batch_of_ids(monkeypatch):
+    from notifications.tasks import notification_deliver_many_task
+
+    published = []
+    monkeypatch.setattr("notifications.services.KICK_BATCH_MAX", 2)
+    monkeypatch.setattr(
+        notification_deliver_many_task, "apply_async", lambda *, args, countdown: published.append(args)
+    )
+    assert notification_kick_many(notification_ids=[1, 2, 2, 3], reference="BF-1") is True
+    assert published == [[[1, 2]], [[3]]]
+
+
+def test_kick_many_on_a_refused_broker_fails_without_raising_and_later_kicks_skip(celery_broker_switch, caplog):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    celery_broker_switch(f"redis://127.0.0.1:{port}/0")
+    assert notification_kick_many(notification_ids=[1, 2], reference="BF-1") is False
+    assert notification_kick(notification_id=3, reference="BF-1") is False
+    events = [(r.getMessage(), r.order_id) for r in caplog.records if r.name == "notifications.services"]
+    assert events == [("notification_kick_failed", "BF-1"), ("notification_kick_skipped", "BF-1")]
+
+
+def test_deliver_task_still_takes_one_id(monkeypatch):
+    """Messages published before deliver_many existed name one id; the worker must still run them."""
+    from notifications.tasks import notification_deliver_many_task, notification_deliver_task
+
+    notification = _enqueue()
+    assert notification_deliver_task.name == "notifications.deliver"
+    assert notification_deliver_task.run(notification.pk) == "sent"
+    assert notification_deliver_many_task.name == "notifications.deliver_many"
+    assert notification_deliver_many_task.run([notification.pk]) == [None]
 
 
 # --- sweep ------------------------------------------------------------------------------------------

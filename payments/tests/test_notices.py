@@ -24,7 +24,14 @@ def _rows(order_id):
     return {(n.channel, n.template): n for n in Notification.objects.filter(reference=order_id)}
 
 
-def test_paid_enqueues_one_email_and_one_whatsapp_with_the_access_link(order, django_capture_on_commit_callbacks):
+def test_paid_enqueues_one_email_and_one_whatsapp_with_the_access_link(
+    order, django_capture_on_commit_callbacks, monkeypatch
+):
+    kicked = []
+    monkeypatch.setattr(
+        "notifications.services.notification_kick_many",
+        lambda *, notification_ids, reference="": kicked.append((list(notification_ids), reference)),
+    )
     # when
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
         notices.notice_paid(order=order)
@@ -46,8 +53,10 @@ def test_paid_enqueues_one_email_and_one_whatsapp_with_the_access_link(order, dj
     assert signing.loads(token, salt="entitlements.access-link") == "budi@example.com"
     assert whatsapp.template_params == ["Budi & Sari", order.id, "Rp99.000", link]
     assert all(n.status == "pending" and n.attempts == 0 for n in rows.values())
-    # one kick per new row, after the commit
-    assert len(callbacks) == 2
+    # one kick for both rows, after the commit
+    assert kicked == [] and len(callbacks) == 1
+    callbacks[0]()
+    assert kicked == [([email.pk, whatsapp.pk], order.id)]
 
 
 def test_paid_twice_enqueues_nothing_new(order, django_capture_on_commit_callbacks):
