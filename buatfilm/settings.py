@@ -154,7 +154,7 @@ CACHE_KEY_PREFIX = env.str("CACHE_KEY_PREFIX", default="buatfilm")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "buatfilm.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             "OPTIONS": {
