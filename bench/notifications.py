@@ -1,6 +1,7 @@
 """Benchmark: drain a backlog of pending notifications with 1 and with 2 Celery worker processes.
 
     .venv/bin/python bench/notifications.py [--messages 10000] [--workers 1 2] [--kicks-per-message 1]
+                                            [--kick-batch 1]
 
 What runs: PostgreSQL (a scratch database, `bench_notifications`, dropped and re-created),
 a private redis-server on a free port (the shared one is left alone), real
@@ -12,7 +13,10 @@ stubs count duplicate sends independently of the database.
 Prints, per worker count: messages per second from the first kick until the last row
 is `sent`, and duplicate sends as seen by the stubs and by the attempt log (must be 0).
 With --kicks-per-message 2 every message is published twice, so the workers race to
-claim each one (the claim must make the second delivery a no-op).
+claim each one (the claim must make the second delivery a no-op). With --kick-batch 2
+the ids are published two per message (notifications.deliver_many), as the kick after a
+committed notice does (its email and WhatsApp together); 1 publishes one id per message
+(notifications.deliver), as the sweep and retries do.
 """
 
 import argparse
@@ -108,6 +112,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--kicks-per-message", type=int, default=1)
+    parser.add_argument("--kick-batch", type=int, default=1, help="ids per published message")
     args = parser.parse_args()
 
     database_url = database_recreate()
@@ -138,7 +143,7 @@ def main() -> None:
     from django.db.models import Count
 
     from notifications.models import Notification, NotificationAttempt
-    from notifications.services import notification_kick, notification_max_attempts
+    from notifications.services import notification_kick, notification_kick_many, notification_max_attempts
     from notifications.tests.stubs import SmtpStub, WhatsAppStub
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-notifications-"))
@@ -185,8 +190,13 @@ def main() -> None:
                 # when: every message is kicked (as the on-commit hook would) and the workers drain them
                 started = time.monotonic()
                 for _ in range(args.kicks_per_message):
-                    for pk in ids:
-                        if not notification_kick(notification_id=pk, force=True):
+                    for start in range(0, len(ids), args.kick_batch):
+                        batch = ids[start : start + args.kick_batch]
+                        if args.kick_batch == 1:
+                            published = notification_kick(notification_id=batch[0], force=True)
+                        else:
+                            published = notification_kick_many(notification_ids=batch)
+                        if not published:
                             raise SystemExit("publishing to the broker failed")
                 publish_seconds = time.monotonic() - started
                 while Notification.objects.filter(status="sent").count() < args.messages:
@@ -238,7 +248,8 @@ def main() -> None:
     print()
     print(
         f"notification drain: {args.messages} pending messages (50 % email via SMTP stub, 50 % WhatsApp via "
-        f"Meta-style HTTP stub), {args.kicks_per_message} kick(s) per message, prefork workers with concurrency 1"
+        f"Meta-style HTTP stub), {args.kicks_per_message} kick(s) per message, {args.kick_batch} id(s) per "
+        "published kick, prefork workers with concurrency 1"
     )
     print(
         f"{'workers':>7} {'seconds':>8} {'msg/s':>8} {'publish s':>9} {'sent at stubs':>13} {'dup (stubs)':>11} "
