@@ -110,6 +110,9 @@ DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlit
 DB_CONNECT_TIMEOUT = _read(env.int, "DB_CONNECT_TIMEOUT", default=2)
 DB_STATEMENT_TIMEOUT_MS = _read(env.int, "DB_STATEMENT_TIMEOUT_MS", default=5000)
 DB_CONN_MAX_AGE = _read(env.int, "DB_CONN_MAX_AGE", default=60)
+# Server-side parameter binding and prepared statements (PostgreSQL). Off only behind a
+# pooler that cannot keep prepared statements per client (PgBouncer < 1.21 in transaction mode).
+DB_PREPARED_STATEMENTS = _bool("DB_PREPARED_STATEMENTS", default=True)
 
 try:
     _db = environ.Env.db_url_config(DATABASE_URL)
@@ -138,6 +141,11 @@ if DATABASE_IS_POSTGRES:
     # Notice a dead peer on an open (pooled) connection instead of waiting on TCP forever.
     _db["OPTIONS"].update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
     _db["OPTIONS"]["tcp_user_timeout"] = DB_STATEMENT_TIMEOUT_MS + 5000
+    if DB_PREPARED_STATEMENTS:
+        # The same few statements run for every webhook and checkout: with the values sent
+        # apart from the SQL, psycopg prepares a statement after its fifth use on a connection,
+        # and PostgreSQL then skips parsing and planning it.
+        _db["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
     _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 elif DATABASE_IS_SQLITE:
     # The demo runs web and in-process tasks in one database file; wait for locks.
