@@ -1,7 +1,9 @@
 """Reads for checkout, the order API and the pages. Writes live in payments/services/."""
 
+import functools
 from datetime import datetime
 
+from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -40,6 +42,67 @@ def package_is_available(*, package: Package, now: datetime | None = None) -> bo
     return package_seats_taken(package=package, now=now) < package.capacity
 
 
+def package_for_checkout(*, package_id: str, email: str) -> Package | None:
+    """The package, annotated with what checkout decides first about this customer, in one query:
+
+    - `open_order_id`: the customer's open order of this package (live or stale), or None;
+    - `owned`: whether the customer already has active access to the package's course (read
+      directly: payments -> entitlements is the allowed direction).
+
+    One round trip where reading the package, the open order and the entitlement took three.
+    Raw SQL because every checkout runs it: composing the two subqueries through the ORM cost
+    more CPU (~1.1 ms) than the three separate queries it replaces; this costs ~0.1 ms.
+    """
+    connection = connections[Package.objects.db]
+    sql, attnames = _package_for_checkout_sql(connection.alias)
+    params = [email, *Order.OPEN_STATUSES, email, Entitlement.Status.ACTIVE, package_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    package = Package.from_db(connection.alias, attnames, row[: len(attnames)])
+    package.open_order_id, package.owned = row[len(attnames) :]
+    return package
+
+
+@functools.cache
+def _package_for_checkout_sql(alias: str) -> tuple[str, list[str]]:
+    """package_for_checkout()'s statement, built once per process from the models' metadata."""
+    qn = connections[alias].ops.quote_name
+    package, order, entitlement = Package._meta, Order._meta, Entitlement._meta
+
+    def col(meta, name: str) -> str:
+        return qn(meta.get_field(name).column)
+
+    fields = package.concrete_fields
+    # Identifiers from the models' own metadata; every value is a parameter.
+    sql = """
+        SELECT {columns},
+            (SELECT o.{o_id} FROM {order} o
+              WHERE o.{o_email} = %s AND o.{o_package} = p.{p_id} AND o.{o_status} IN ({statuses}) LIMIT 1),
+            EXISTS (SELECT 1 FROM {entitlement} e
+              WHERE e.{e_email} = %s AND e.{e_course} = p.{p_course} AND e.{e_status} = %s)
+        FROM {package} p WHERE p.{p_id} = %s
+    """.format(  # noqa: S608
+        columns=", ".join(f"p.{qn(f.column)}" for f in fields),
+        package=qn(package.db_table),
+        p_id=col(package, "id"),
+        p_course=col(package, "course_code"),
+        order=qn(order.db_table),
+        o_id=col(order, "id"),
+        o_email=col(order, "customer_email"),
+        o_package=col(order, "package"),
+        o_status=col(order, "status"),
+        statuses=", ".join(["%s"] * len(Order.OPEN_STATUSES)),
+        entitlement=qn(entitlement.db_table),
+        e_email=col(entitlement, "email"),
+        e_course=col(entitlement, "course_code"),
+        e_status=col(entitlement, "status"),
+    )
+    return sql, [f.attname for f in fields]
+
+
 def order_open_for(*, email: str, package_id: str) -> Order | None:
     """The (at most one, by constraint) open order of this email for this package, live or stale."""
     return Order.objects.filter(customer_email=email, package_id=package_id, status__in=Order.OPEN_STATUSES).first()
@@ -59,11 +122,6 @@ def attempt_payable(*, order: Order) -> PaymentAttempt | None:
         .order_by("-number")
         .first()
     )
-
-
-def entitlement_is_active(*, email: str, course_code: str) -> bool:
-    # Entitlements are read directly: payments -> entitlements is the allowed direction.
-    return Entitlement.objects.filter(email=email, course_code=course_code, status=Entitlement.Status.ACTIVE).exists()
 
 
 def discount_get(*, code: str) -> DiscountCode | None:

@@ -34,11 +34,11 @@ from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Pac
 from payments.notices import notice_expired, notice_payment_instructions
 from payments.selectors import (
     PAYABLE_ATTEMPT_STATUSES,
-    entitlement_is_active,
     order_open_for,
+    package_for_checkout,
     package_seats_taken,
 )
-from payments.services.audit import audit_record
+from payments.services.audit import audit_batch, audit_record
 from payments.services.discounts import (
     MSG_EXHAUSTED,
     MSG_UNKNOWN,
@@ -242,14 +242,16 @@ def order_create(
     """
     now = timezone.now()
     email = email.strip().lower()
-    existing = _order_open_live(email=email, package_id=package_id, now=now)
-    if existing is not None:
-        return existing, None
+    package = package_for_checkout(package_id=package_id, email=email)
+    if package is not None and package.open_order_id is not None:
+        existing = _order_open_live(email=email, package_id=package_id, now=now)
+        if existing is not None:
+            return existing, None
 
     try:
-        with transaction.atomic():
+        with transaction.atomic(), audit_batch():
             order, attempt = _order_insert(
-                package_id=package_id,
+                package=package,
                 name=name.strip(),
                 email=email,
                 phone=phone,
@@ -290,9 +292,10 @@ def _order_open_live(*, email: str, package_id: str, now: datetime) -> Order | N
 
 
 def _order_insert(
-    *, package_id: str, name: str, email: str, phone: str, discount_code: str, meta: RequestMeta, now: datetime
+    *, package: Package | None, name: str, email: str, phone: str, discount_code: str, meta: RequestMeta, now: datetime
 ) -> tuple[Order, PaymentAttempt]:
-    package = Package.objects.filter(id=package_id).first()
+    """`package`: as package_for_checkout() read it just before this transaction (None: unknown id)."""
+    owned = package is not None and package.owned
     if package is not None and package.capacity is not None:
         # Seats are counted under the package lock, so concurrent checkouts queue here
         # and the last seat is sold exactly once. Unlimited packages skip the lock.
@@ -314,7 +317,7 @@ def _order_insert(
     if fields:
         raise CheckoutInvalid(fields)
 
-    if entitlement_is_active(email=email, course_code=package.course_code):
+    if owned:
         raise AlreadyOwned
     if package.capacity is not None and package_seats_taken(package=package, now=now) >= package.capacity:
         logger.info("checkout_sold_out", extra={"package_id": package.id, "capacity": package.capacity})
@@ -498,7 +501,7 @@ def snap_payload_build(*, order: Order, attempt: PaymentAttempt, now: datetime |
 def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order, PaymentAttempt]:
     """Ask Snap for a token for a committed `initiated` attempt; store it and make the order payable.
 
-    Returns the order and attempt as they were committed.
+    Returns the order and attempt, updated to what was committed.
     """
     payload = snap_payload_build(order=order, attempt=attempt)
     try:
@@ -507,24 +510,19 @@ def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order,
         _attempt_snap_failed(order_id=order.pk, attempt_id=attempt.pk, error=exc)
         raise GatewayUnavailable(order_id=order.id, retry_after=_retry_after(exc)) from exc
 
-    with transaction.atomic():
-        order = Order.objects.select_for_update(of=("self",)).select_related("package").get(pk=order.pk)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
-        if attempt.status != AttemptStatus.INITIATED:
+    with transaction.atomic(), audit_batch():
+        # Lock order: the order, then the attempt. Of the order only the status is read back:
+        # the rest of the row is as this request wrote it (only status changes touch an order
+        # before it is payable), so the objects in hand stay the source for the answer.
+        order.status = Order.objects.select_for_update().filter(pk=order.pk).values_list("status", flat=True).get()
+        if not _attempt_token_store(attempt=attempt, snap=snap):
             # Another request gave up on this attempt (it took longer than every timeout).
+            status = PaymentAttempt.objects.filter(pk=attempt.pk).values_list("status", flat=True).first()
             logger.warning(
                 "snap_token_too_late",
-                extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "status": attempt.status},
+                extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "status": status},
             )
             raise GatewayUnavailable(order_id=order.id, retry_after=1)
-        attempt.snap_token = snap.token
-        attempt.redirect_url = snap.redirect_url
-        _attempt_status_set(
-            attempt=attempt,
-            new=AttemptStatus.OPEN,
-            reason="snap token issued",
-            extra_fields=["snap_token", "redirect_url"],
-        )
         if order.status == OrderStatus.CREATED:
             _order_status_set(
                 order=order, new=OrderStatus.PENDING_PAYMENT, reason=f"snap token for {attempt.midtrans_order_id}"
@@ -536,6 +534,25 @@ def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order,
         extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "amount": attempt.amount},
     )
     return order, attempt
+
+
+def _attempt_token_store(*, attempt: PaymentAttempt, snap: midtrans.SnapTransaction) -> bool:
+    """Store Snap's token and open the attempt, if it is still `initiated`. False when it is not.
+
+    One conditional UPDATE both locks the row and checks its status (under READ COMMITTED it
+    waits for a concurrent writer and then sees that writer's status), where a locking read
+    and a save took two round trips. Call with the order locked.
+    """
+    now = timezone.now()
+    stored = PaymentAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.INITIATED).update(
+        status=AttemptStatus.OPEN, snap_token=snap.token, redirect_url=snap.redirect_url, updated_at=now
+    )
+    if not stored:
+        return False
+    attempt.status = AttemptStatus.INITIATED  # as the UPDATE found it: the transition and audit below start there
+    attempt.snap_token, attempt.redirect_url, attempt.updated_at = snap.token, snap.redirect_url, now
+    attempt_status_set(attempt=attempt, new=AttemptStatus.OPEN, actor=ACTOR, reason="snap token issued")
+    return True
 
 
 def _attempt_snap_failed(*, order_id: str, attempt_id: int, error: Exception) -> None:

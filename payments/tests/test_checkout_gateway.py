@@ -9,7 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from notifications.models import Notification
-from payments.models import IdempotencyRecord, Order, OrderStatus, PaymentAttempt
+from payments import midtrans
+from payments.models import AuditEntry, IdempotencyRecord, Order, OrderStatus, PaymentAttempt
 from payments.tests.checkout_support import checkout_body, launch_package_ensure, snap_calls
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,3 +154,32 @@ def test_open_circuit_fails_fast_without_calling_midtrans(api, settings):
     assert snap_calls() == calls
     assert "MidtransCircuitOpen" in PaymentAttempt.objects.order_by("-id").first().last_error
     assert Order.objects.count() == 2
+
+
+def test_token_arriving_after_another_request_gave_up_on_the_attempt_is_not_stored(api, monkeypatch):
+    # given a Snap answer that comes back only after another request marked the attempt failed
+    # (as order_pay does with an attempt older than every timeout)
+    real_snap_create = midtrans.snap_create
+
+    def snap_create_then_abandoned(*, payload):
+        snap = real_snap_create(payload=payload)
+        PaymentAttempt.objects.filter(midtrans_order_id=payload["transaction_details"]["order_id"]).update(
+            status="failed", last_error="abandoned: no Snap answer recorded"
+        )
+        return snap
+
+    monkeypatch.setattr(midtrans, "snap_create", snap_create_then_abandoned)
+
+    # when
+    response = checkout(api, checkout_body(), key="k-late")
+
+    # then the late token is dropped, the order kept for a retry, nothing sent to the customer
+    assert_gateway_unavailable(response)
+    assert response["Retry-After"] == "1"
+    order = Order.objects.get()
+    attempt = PaymentAttempt.objects.get()
+    assert order.status == OrderStatus.CREATED
+    assert (attempt.status, attempt.snap_token, attempt.redirect_url) == ("failed", "", "")
+    assert not Notification.objects.filter(reference=order.id).exists()
+    assert not AuditEntry.objects.filter(action__in=["attempt_status_changed", "order_status_changed"]).exists()
+    assert IdempotencyRecord.objects.get(key="k-late").order_id == order.id

@@ -1,0 +1,94 @@
+"""package_for_checkout: the package, the customer's open order of it and whether they own the
+course, read in one query (checkout's first read)."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from entitlements.models import Entitlement
+from payments.models import OrderStatus
+from payments.selectors import package_for_checkout
+from payments.tests.factories import OrderFactory, PackageFactory
+
+pytestmark = pytest.mark.django_db
+
+EMAIL = "budi@example.com"
+
+
+def entitlement_create(*, email=EMAIL, course_code="kelas-film", status="active", order_id="BF-OLD-1"):
+    revoked_at = timezone.now() if status == "revoked" else None
+    return Entitlement.objects.create(
+        email=email,
+        course_code=course_code,
+        order_id=order_id,
+        granted_at=timezone.now(),
+        status=status,
+        revoked_at=revoked_at,
+    )
+
+
+def test_package_comes_back_whole_with_nothing_open_and_nothing_owned():
+    # given
+    PackageFactory(id="kelas-film", name="Kelas Film", price=150000, capacity=3, course_code="kursus-film")
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        package = package_for_checkout(package_id="kelas-film", email=EMAIL)
+
+    # then
+    assert len(queries) == 1
+    assert (package.id, package.name, package.price, package.currency, package.is_active) == (
+        "kelas-film",
+        "Kelas Film",
+        150000,
+        "IDR",
+        True,
+    )
+    assert (package.capacity, package.course_code, package.created_at.tzinfo is not None) == (3, "kursus-film", True)
+    assert (package.open_order_id, package.owned) == (None, False)
+
+
+def test_unknown_package_is_none():
+    assert package_for_checkout(package_id="tidak-ada", email=EMAIL) is None
+
+
+@pytest.mark.parametrize("status", [OrderStatus.CREATED, OrderStatus.PENDING_PAYMENT])
+def test_open_order_of_this_email_and_package_is_named(status):
+    package = PackageFactory(id="kelas-film")
+    order = OrderFactory(package=package, customer_email=EMAIL, status=status)
+
+    assert package_for_checkout(package_id="kelas-film", email=EMAIL).open_order_id == order.id
+
+
+@pytest.mark.parametrize("status", [OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.FAILED, OrderStatus.CANCELLED])
+def test_closed_orders_are_not_open_orders(status):
+    package = PackageFactory(id="kelas-film")
+    paid_at = timezone.now() if status == OrderStatus.PAID else None
+    OrderFactory(package=package, customer_email=EMAIL, status=status, paid_at=paid_at)
+
+    assert package_for_checkout(package_id="kelas-film", email=EMAIL).open_order_id is None
+
+
+def test_open_orders_of_other_emails_or_packages_do_not_count():
+    package = PackageFactory(id="kelas-film")
+    OrderFactory(package=package, customer_email="siti@example.com", status=OrderStatus.PENDING_PAYMENT)
+    OrderFactory(package=PackageFactory(id="kelas-lain"), customer_email=EMAIL, status=OrderStatus.PENDING_PAYMENT)
+
+    assert package_for_checkout(package_id="kelas-film", email=EMAIL).open_order_id is None
+
+
+def test_owned_means_an_active_entitlement_to_the_package_course():
+    PackageFactory(id="kelas-film", course_code="kursus-film")
+    entitlement_create(course_code="kursus-film")
+
+    assert package_for_checkout(package_id="kelas-film", email=EMAIL).owned is True
+
+
+def test_revoked_or_other_course_or_other_email_entitlements_do_not_count():
+    PackageFactory(id="kelas-film", course_code="kursus-film")
+    entitlement_create(course_code="kursus-film", status="revoked", order_id="BF-OLD-1")
+    entitlement_create(course_code="kursus-lain", order_id="BF-OLD-2")
+    entitlement_create(email="siti@example.com", course_code="kursus-film", order_id="BF-OLD-3")
+
+    assert package_for_checkout(package_id="kelas-film", email=EMAIL).owned is False
