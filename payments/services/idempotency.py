@@ -11,7 +11,6 @@ Not stored (the row stays claimable, and remembers the order it made):
 A request that crashed leaves its lease to run out, after which a retry takes over.
 """
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -19,10 +18,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from buatfilm.db import row_insert_or_skip
 from payments.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -71,19 +70,16 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
     """
     now = timezone.now()
     lease_until = now + timedelta(seconds=idempotency_lease_seconds())
-    # Committed on its own, at once, so a concurrent request with the key sees the claim.
-    # In autocommit that is one INSERT (one round trip); inside a caller's transaction a
-    # savepoint keeps a duplicate key from breaking it.
-    in_transaction = transaction.get_connection().in_atomic_block
-    try:
-        with transaction.atomic() if in_transaction else contextlib.nullcontext():
-            record = IdempotencyRecord.objects.create(
-                scope=scope, key=key, fingerprint=fingerprint, state=State.IN_PROGRESS, locked_until=lease_until
-            )
+    # One INSERT ... ON CONFLICT DO NOTHING: committed at once in autocommit, so a concurrent
+    # request with the key sees the claim; a duplicate key raises nothing, so inside a
+    # caller's transaction no savepoint is needed either.
+    record = IdempotencyRecord(
+        scope=scope, key=key, fingerprint=fingerprint, state=State.IN_PROGRESS, locked_until=lease_until
+    )
+    if row_insert_or_skip(record):
         return IdempotencyClaim(record_id=record.pk, order_id=None)
-    except IntegrityError:
-        pass  # the key exists: compare, replay or wait
 
+    # The key exists: compare, replay or wait.
     record = IdempotencyRecord.objects.get(scope=scope, key=key)
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused
