@@ -13,11 +13,13 @@ POST /sandbox/midtrans/_faults. The payment page and the fault endpoint are neve
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 
 from payments.simulator.models import SimFault
@@ -51,6 +53,43 @@ class Applied:
     def label(self) -> str:
         """For SimApiCall.fault: "down", "answer_429", ... ("" when answered normally)."""
         return f"answer_{self.answer_status}" if self.kind == "answer" else self.kind
+
+
+class _Settings(NamedTuple):
+    """The SimFault row as fault_apply needs it (FAULT_FIELDS, in that order)."""
+
+    latency_ms: int
+    error_rate: float
+    fail_next: int
+    timeout: bool
+    timeout_seconds: float
+    down: bool
+    answer_status: int
+    answer_next: int
+    retry_after_seconds: int
+    core_errors_as_http: bool
+
+
+@functools.cache
+def _settings_sql(alias: str) -> str:
+    qn, meta = connections[alias].ops.quote_name, SimFault._meta
+    # Identifiers from the model's own metadata; the id is a parameter.
+    columns = ", ".join(qn(meta.get_field(name).column) for name in _Settings._fields)
+    return f"SELECT {columns} FROM {qn(meta.db_table)} WHERE {qn(meta.pk.column)} = %s"  # noqa: S608
+
+
+def _settings_read() -> _Settings | None:
+    """The current faults, read fresh from the database (None before anything set them).
+
+    Every API call reads them, so a change by any process applies to the very next call.
+    A plain SELECT: building the same query through the ORM cost about 0.4 ms CPU per call,
+    a fifth of a whole status read; none of these columns needs a converter.
+    """
+    alias = SimFault.objects.db
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_settings_sql(alias), [1])
+        row = cursor.fetchone()
+    return _Settings(*row) if row is not None else None
 
 
 def fault_get() -> SimFault:
@@ -123,7 +162,7 @@ def fault_apply() -> Applied:
 
     Latency and timeouts are slept here; "timeout" then answers like a gateway that gave up.
     """
-    fault = SimFault.objects.filter(pk=1).first()
+    fault = _settings_read()
     if fault is None:
         return Applied()
     if fault.down:
