@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -19,11 +20,11 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from payments.simulator.dispatcher import notification_queue
-from payments.simulator.models import SimRefundConfirmation, SimTransaction
+from payments.simulator.models import SimApiCall, SimRefundConfirmation, SimTransaction
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 MERCHANT_ID = "G000000000"
@@ -548,8 +549,49 @@ def finish_redirect_url(tx: SimTransaction) -> str:
 # --- Core API -------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _by_order_id_reader(alias: str) -> tuple[str, list[str], list[tuple[int, list, object]]]:
+    """The SELECT of a whole SimTransaction by order id, its attnames, and the converters per column."""
+    connection = connections[alias]
+    qn, meta = connection.ops.quote_name, SimTransaction._meta
+    fields = meta.concrete_fields
+    # Identifiers from the model's own metadata; the order id is a parameter.
+    columns = ", ".join(qn(field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {qn(meta.db_table)} WHERE {qn(meta.get_field('order_id').column)} = %s"  # noqa: S608
+    converters = []
+    for index, field in enumerate(fields):
+        # What the ORM's compiler applies to each column (e.g. JSONField's json.loads).
+        col = field.get_col(meta.db_table)
+        functions = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if functions:
+            converters.append((index, functions, col))
+    return sql, [field.attname for field in fields], converters
+
+
+def _by_order_id(order_id: str) -> SimTransaction | None:
+    """The SimTransaction with this order id (unique), read with one plain SELECT.
+
+    Every status call starts here (the product makes one per webhook notification). The ORM
+    spent about 0.5 ms CPU compiling this query, a quarter of the whole call; the row becomes
+    the same model instance the ORM would build, converters applied.
+    """
+    alias = SimTransaction.objects.db
+    connection = connections[alias]
+    sql, attnames, converters = _by_order_id_reader(alias)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [order_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, functions, col in converters:
+        for convert in functions:
+            values[index] = convert(values[index], col, connection)
+    return SimTransaction.from_db(alias, attnames, values)
+
+
 def _find(identifier: str) -> SimTransaction | None:
-    tx = SimTransaction.objects.filter(order_id=identifier).first()
+    tx = _by_order_id(identifier)
     if tx is None:
         tx = SimTransaction.objects.filter(transaction_id=identifier).exclude(transaction_id="").first()
     return tx
@@ -650,3 +692,30 @@ def transaction_refund(*, identifier: str, body) -> dict:
         "refund_amount": refund["refund_amount"],
         "refund_key": refund_key,
     }
+
+
+# --- Call log -------------------------------------------------------------------------------------
+
+_API_CALL_FIELDS = ("operation", "order_id", "http_status", "fault", "created_at")
+
+
+@functools.cache
+def _api_call_insert_sql(alias: str) -> str:
+    connection = connections[alias]
+    qn, meta = connection.ops.quote_name, SimApiCall._meta
+    # Identifiers from the model's own metadata; every value is a parameter.
+    columns = ", ".join(qn(meta.get_field(name).column) for name in _API_CALL_FIELDS)
+    placeholders = ", ".join(["%s"] * len(_API_CALL_FIELDS))
+    return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+
+
+def api_call_record(*, operation: str, order_id: str, http_status: int, fault: str) -> None:
+    """Log one API call (a SimApiCall row, as SimApiCall.objects.create() writes it).
+
+    Every API call writes one, so it is one plain INSERT: through the ORM, building the
+    statement and reading back the id nobody uses cost about 0.2 ms CPU per call.
+    """
+    alias = SimApiCall.objects.db
+    values = [operation, order_id[:64], http_status, fault, timezone.now()]
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_api_call_insert_sql(alias), values)

@@ -17,16 +17,19 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from payments.simulator import faults, services
-from payments.simulator.models import SimApiCall, SimTransaction
+from payments.simulator.models import SimTransaction
 
 _SERVER_ERROR = "Sorry, we encountered internal server error. We will fix this soon."
 
 
 def _json_body(request):
-    try:
-        return json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None
+    # Parsed once per request: the API wrapper reads Snap's order id from it, then the view.
+    if not hasattr(request, "_simulator_json"):
+        try:
+            request._simulator_json = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            request._simulator_json = None
+    return request._simulator_json
 
 
 def _order_id_of(request) -> str:
@@ -64,7 +67,7 @@ def _api(operation: str, *, snap: bool):
                     else {"status_code": "500", "status_message": _SERVER_ERROR}
                 )
                 response = JsonResponse(body, status=500)
-            elif not services.auth_valid(request.headers.get("Authorization", "")):
+            elif not services.auth_valid(request.META.get("HTTP_AUTHORIZATION", "")):
                 body = (
                     {"error_messages": [services.MSG_UNAUTHORIZED]}
                     if snap
@@ -80,8 +83,8 @@ def _api(operation: str, *, snap: bool):
                     response = JsonResponse(exc.body, status=exc.http_status)
                 if applied.core_errors_as_http and not snap:
                     _core_error_as_http(response)
-            SimApiCall.objects.create(
-                operation=operation, order_id=identifier[:64], http_status=response.status_code, fault=applied.label
+            services.api_call_record(
+                operation=operation, order_id=identifier, http_status=response.status_code, fault=applied.label
             )
             return response
 

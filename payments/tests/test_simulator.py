@@ -10,6 +10,7 @@ import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from payments.simulator import services
 from payments.simulator.models import SimApiCall, SimFault, SimTransaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +200,46 @@ def test_status_after_method_chosen_has_midtrans_formats(sim):
     assert body["transaction_id"] == tx.transaction_id
     # Also findable by transaction_id, as Midtrans allows.
     assert _status(sim, tx.transaction_id).json()["order_id"] == ORDER
+
+
+def test_status_reads_the_transaction_exactly_as_stored(sim):
+    # given: a settled, partly refunded GoPay payment (JSON columns, times, amounts all set)
+    token = _create(sim, _payload(customer_details={"first_name": "Budi"})).json()["token"]
+    sim.pay(token, "gopay")
+    sim.trigger(ORDER, "partial_refund", refund_amount=10000)
+
+    # when
+    body = _status(sim).json()
+
+    # then: the body is the stored row's, and the row read for it equals the ORM's
+    stored = SimTransaction.objects.get(order_id=ORDER)
+    assert body == services.transaction_body(stored, for_notification=False)
+    assert body["refunds"] and body["refund_amount"] == "10000.00"
+    read = services._find(ORDER)
+    attnames = [field.attname for field in SimTransaction._meta.concrete_fields]
+    assert {name: getattr(read, name) for name in attnames} == {name: getattr(stored, name) for name in attnames}
+    assert read._state.adding is False
+
+
+def test_every_api_call_is_logged_with_its_answer(sim):
+    # given
+    started = timezone.now()
+
+    # when: a create, a status read, one with a wrong key, one for an over-long unknown id
+    _create(sim, _payload())
+    _status(sim)
+    _status(sim, headers=_auth("SB-Mid-server-WRONG"))
+    _status(sim, order_id="X" * 70)
+
+    # then
+    calls = list(SimApiCall.objects.order_by("id"))
+    assert [(c.operation, c.order_id, c.http_status, c.fault) for c in calls] == [
+        ("snap_create", ORDER, 201, ""),
+        ("status", ORDER, 200, ""),
+        ("status", ORDER, 401, ""),
+        ("status", "X" * 64, 200, ""),
+    ]
+    assert all(started <= c.created_at <= timezone.now() for c in calls)
 
 
 def test_status_with_bad_key_is_401(sim):
