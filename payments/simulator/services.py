@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
+from buatfilm.db import row_insert_or_skip
 from payments.simulator.dispatcher import notification_queue
 from payments.simulator.models import SimApiCall, SimRefundConfirmation, SimTransaction
 
@@ -315,6 +316,10 @@ def snap_create(*, payload, redirect_base: str) -> dict:
     }
     for _ in range(3):  # a concurrent create for a brand-new order id loses the unique race once
         token = str(uuid.uuid4())
+        # A new order id (the checkout's usual case) is this one INSERT; an order id Snap
+        # already knows is skipped here, then locked and judged below.
+        if row_insert_or_skip(SimTransaction(order_id=order_id, token=token, **fields)):
+            return _snap_created(token=token, redirect_base=redirect_base)
         try:
             with transaction.atomic():
                 tx = SimTransaction.objects.select_for_update().filter(order_id=order_id).first()
@@ -329,10 +334,14 @@ def snap_create(*, payload, redirect_base: str) -> dict:
                         setattr(tx, name, value)
                     tx.token = token
                     tx.save()
-            return {"token": token, "redirect_url": f"{redirect_base.rstrip('/')}/snap/v4/redirection/{token}"}
+            return _snap_created(token=token, redirect_base=redirect_base)
         except IntegrityError:
             continue
     raise SimApiError(500, {"error_messages": ["Sorry, we encountered internal server error. Please try again."]})
+
+
+def _snap_created(*, token: str, redirect_base: str) -> dict:
+    return {"token": token, "redirect_url": f"{redirect_base.rstrip('/')}/snap/v4/redirection/{token}"}
 
 
 def snap_cancel(*, token: str) -> dict:

@@ -2,12 +2,15 @@
 
 import base64
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from payments.simulator import services
@@ -153,6 +156,28 @@ def test_reused_order_id_after_a_method_is_chosen_is_400_and_changes_nothing(sim
     assert response.json() == {
         "error_messages": ["transaction_details.order_id has been paid and utilized, please use another order ID"]
     }
+
+
+def test_concurrent_creates_of_a_new_order_id_keep_one_row_with_an_answered_token(sim):
+    # given: eight checkouts creating the same brand-new order id at once
+    barrier = threading.Barrier(8)
+
+    def create(_):
+        barrier.wait()
+        try:
+            return services.snap_create(payload=_payload(), redirect_base="http://sim.test")
+        finally:
+            connection.close()
+
+    # when
+    with ThreadPoolExecutor(8) as pool:
+        tokens = {answer["token"] for answer in pool.map(create, range(8))}
+
+    # then: each got its own token (before a method is chosen a new one replaces the old),
+    # and one row holds the token of whichever create came last
+    assert len(tokens) == 8
+    assert SimTransaction.objects.filter(order_id=ORDER).count() == 1
+    assert SimTransaction.objects.get(order_id=ORDER).token in tokens
 
 
 def test_invalid_json_is_400(sim):
