@@ -288,11 +288,18 @@ class CheckoutApi(ApiView):
         )
 
         def _package(self, package_id: str):
-            # Read once per request: the discount code is checked against the same package.
+            # Read once per request, together with what checkout decides first about this
+            # customer: the discount code is checked against the same package, and the
+            # checkout service takes it from here (checked_package) instead of reading again.
             packages = self.__dict__.setdefault("_packages", {})
             if package_id not in packages:
-                packages[package_id] = selectors.package_get(package_id=package_id)
+                email = str(self.initial_data.get("email") or "").strip().lower()
+                packages[package_id] = selectors.package_for_checkout(package_id=package_id, email=email)
             return packages[package_id]
+
+        def checked_package(self):
+            """The package validate_package_id checked (after is_valid())."""
+            return self.__dict__.get("_packages", {}).get(self.validated_data["package_id"])
 
         def validate_package_id(self, value):
             problem = checkout.package_problem(package=self._package(value))
@@ -388,6 +395,7 @@ class CheckoutApi(ApiView):
             serializer.is_valid(raise_exception=True)
             result = checkout.checkout_start(
                 **serializer.validated_data,
+                package=serializer.checked_package(),
                 meta=checkout.RequestMeta(
                     client_ip=client_ip(request),
                     user_agent=request.META.get("HTTP_USER_AGENT", ""),

@@ -21,10 +21,6 @@ def package_list_active() -> QuerySet[Package]:
     return Package.objects.filter(is_active=True).order_by("price", "id")
 
 
-def package_get(*, package_id: str) -> Package | None:
-    return Package.objects.filter(id=package_id).first()
-
-
 def package_seats_taken(*, package: Package, now: datetime | None = None) -> int:
     """Paid orders plus live open orders: the seats no one else may buy right now."""
     now = now or timezone.now()
@@ -47,7 +43,8 @@ def package_for_checkout(*, package_id: str, email: str) -> Package | None:
 
     - `open_order_id`: the customer's open order of this package (live or stale), or None;
     - `owned`: whether the customer already has active access to the package's course (read
-      directly: payments -> entitlements is the allowed direction).
+      directly: payments -> entitlements is the allowed direction);
+    - `checkout_email`: the email those two are about.
 
     One round trip where reading the package, the open order and the entitlement took three.
     Raw SQL because every checkout runs it: composing the two subqueries through the ORM cost
@@ -63,6 +60,7 @@ def package_for_checkout(*, package_id: str, email: str) -> Package | None:
         return None
     package = Package.from_db(connection.alias, attnames, row[: len(attnames)])
     package.open_order_id, package.owned = row[len(attnames) :]
+    package.checkout_email = email
     return package
 
 

@@ -204,8 +204,13 @@ def checkout_start(
     discount_code: str = "",
     meta: RequestMeta | None = None,
     resume_order_id: str | None = None,
+    package: Package | None = None,
 ) -> CheckoutResult:
-    """The whole checkout. `resume_order_id`: the order an earlier try with the same Idempotency-Key made."""
+    """The whole checkout. `resume_order_id`: the order an earlier try with the same Idempotency-Key made.
+
+    `package`: what package_for_checkout() answered for this package and email, when the caller
+    read it already (the API validates the package with it); it is then not read again.
+    """
     if resume_order_id:
         pay = order_pay(order_id=resume_order_id)
         return CheckoutResult(order=pay.order, attempt=pay.attempt, created=True)
@@ -217,6 +222,7 @@ def checkout_start(
         phone=phone,
         discount_code=discount_code,
         meta=meta or RequestMeta(),
+        package=package,
     )
     if attempt is None:
         # The customer's live open order: hand back its payment page (or open one).
@@ -235,14 +241,17 @@ def order_create(
     phone: str,
     discount_code: str = "",
     meta: RequestMeta,
+    package: Package | None = None,
 ) -> tuple[Order, PaymentAttempt | None]:
     """Commit a new order and its first attempt, or return the live open order (attempt None).
 
+    `package`: as in checkout_start(); used only when it was read for this very package and email.
     Raises CheckoutInvalid, AlreadyOwned or SoldOut, having changed nothing.
     """
     now = timezone.now()
     email = email.strip().lower()
-    package = package_for_checkout(package_id=package_id, email=email)
+    if package is None or package.pk != package_id or getattr(package, "checkout_email", None) != email:
+        package = package_for_checkout(package_id=package_id, email=email)
     if package is not None and package.open_order_id is not None:
         existing = _order_open_live(email=email, package_id=package_id, now=now)
         if existing is not None:
@@ -511,21 +520,24 @@ def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order,
         raise GatewayUnavailable(order_id=order.id, retry_after=_retry_after(exc)) from exc
 
     with transaction.atomic(), audit_batch():
-        # Lock order: the order, then the attempt. Of the order only the status is read back:
-        # the rest of the row is as this request wrote it (only status changes touch an order
-        # before it is payable), so the objects in hand stay the source for the answer.
-        order.status = Order.objects.select_for_update().filter(pk=order.pk).values_list("status", flat=True).get()
+        # Lock order: the order, then the attempt.
+        made_payable = _order_lock_for_token(order=order)
         if not _attempt_token_store(attempt=attempt, snap=snap):
             # Another request gave up on this attempt (it took longer than every timeout).
+            # Raising rolls back the order's change too.
             status = PaymentAttempt.objects.filter(pk=attempt.pk).values_list("status", flat=True).first()
             logger.warning(
                 "snap_token_too_late",
                 extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "status": status},
             )
             raise GatewayUnavailable(order_id=order.id, retry_after=1)
-        if order.status == OrderStatus.CREATED:
-            _order_status_set(
-                order=order, new=OrderStatus.PENDING_PAYMENT, reason=f"snap token for {attempt.midtrans_order_id}"
+        if made_payable:
+            # The row is written already; this checks the transition table and audits it.
+            order_status_set(
+                order=order,
+                new=OrderStatus.PENDING_PAYMENT,
+                actor=ACTOR,
+                reason=f"snap token for {attempt.midtrans_order_id}",
             )
         if order.status == OrderStatus.PENDING_PAYMENT:
             notice_payment_instructions(order=order, attempt=attempt)
@@ -534,6 +546,28 @@ def _attempt_snap_open(*, order: Order, attempt: PaymentAttempt) -> tuple[Order,
         extra={"order_id": order.id, "midtrans_order_id": attempt.midtrans_order_id, "amount": attempt.amount},
     )
     return order, attempt
+
+
+def _order_lock_for_token(*, order: Order) -> bool:
+    """Lock the order before its attempt's token is stored. True when this also made the row
+    payable (CREATED -> PENDING_PAYMENT): `order.status` is then still CREATED, for the caller
+    to record the transition once the attempt is open; otherwise it is the status read under
+    the lock.
+
+    A new order, the common case, takes one conditional UPDATE that locks and changes the row
+    together (a locking read and a save took two round trips). Only the status is ever read
+    back: the rest of the row is as this request wrote it (nothing but status changes touch an
+    order before it is payable), so the objects in hand stay the source for the answer.
+    """
+    now = timezone.now()
+    made_payable = Order.objects.filter(pk=order.pk, status=OrderStatus.CREATED).update(
+        status=OrderStatus.PENDING_PAYMENT, updated_at=now
+    )
+    if made_payable:
+        order.status, order.updated_at = OrderStatus.CREATED, now
+        return True
+    order.status = Order.objects.select_for_update().filter(pk=order.pk).values_list("status", flat=True).get()
+    return False
 
 
 def _attempt_token_store(*, attempt: PaymentAttempt, snap: midtrans.SnapTransaction) -> bool:

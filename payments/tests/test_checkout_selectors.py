@@ -1,5 +1,5 @@
 """package_for_checkout: the package, the customer's open order of it and whether they own the
-course, read in one query (checkout's first read)."""
+course, read in one query (checkout's first read), and how the API hands it to the service."""
 
 import pytest
 from django.db import connection
@@ -9,6 +9,8 @@ from django.utils import timezone
 from entitlements.models import Entitlement
 from payments.models import OrderStatus
 from payments.selectors import package_for_checkout
+from payments.services.checkout import AlreadyOwned, RequestMeta, order_create
+from payments.tests.checkout_support import checkout_body, launch_package_ensure
 from payments.tests.factories import OrderFactory, PackageFactory
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +94,59 @@ def test_revoked_or_other_course_or_other_email_entitlements_do_not_count():
     entitlement_create(email="siti@example.com", course_code="kursus-film", order_id="BF-OLD-3")
 
     assert package_for_checkout(package_id="kelas-film", email=EMAIL).owned is False
+
+
+# --- its answer, handed from the API's validation to the checkout service ----------------------------
+
+
+def test_order_create_trusts_a_package_read_only_for_the_same_email():
+    # given the package as validation read it for another customer, who owns the course
+    PackageFactory(id="kelas-film", course_code="kursus-film")
+    entitlement_create(email="siti@example.com", course_code="kursus-film")
+    read_for_siti = package_for_checkout(package_id="kelas-film", email="siti@example.com")
+    assert read_for_siti.owned
+
+    # when Budi checks out with it
+    order, attempt = order_create(
+        package_id="kelas-film",
+        name="Budi",
+        email=EMAIL,
+        phone="+6281234567890",
+        meta=RequestMeta(),
+        package=read_for_siti,
+    )
+
+    # then Budi's own situation decided: he does not own the course
+    assert (order.customer_email, attempt.number) == (EMAIL, 1)
+
+
+def test_order_create_uses_a_package_read_for_this_email_without_reading_it_again():
+    PackageFactory(id="kelas-film", course_code="kursus-film")
+    entitlement_create(course_code="kursus-film")
+    read_for_budi = package_for_checkout(package_id="kelas-film", email=EMAIL)
+
+    with CaptureQueriesContext(connection) as queries, pytest.raises(AlreadyOwned):
+        order_create(
+            package_id="kelas-film",
+            name="Budi",
+            email="  Budi@Example.com ",
+            phone="+6281234567890",
+            meta=RequestMeta(),
+            package=read_for_budi,
+        )
+
+    assert not [q for q in queries if '"payments_package"' in q["sql"]]
+
+
+@pytest.mark.django_db(transaction=True)  # the simulator answers Snap from the live server's thread
+def test_api_checkout_reads_the_package_once(midtrans_sim, client):
+    # given
+    launch_package_ensure()
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/api/checkout/", checkout_body(), content_type="application/json")
+
+    # then
+    assert response.status_code == 201, response.content
+    assert len([q for q in queries if 'FROM "payments_package"' in q["sql"]]) == 1
