@@ -314,7 +314,7 @@ def snap_create(*, payload, redirect_base: str) -> dict:
         "error_url": callbacks.get("error", ""),
         "token_canceled_at": None,
     }
-    for _ in range(3):  # a concurrent create for a brand-new order id loses the unique race once
+    for _ in range(3):  # a token collision, or the row gone between the INSERT and the lock, tries again
         token = str(uuid.uuid4())
         # A new order id (the checkout's usual case) is this one INSERT; an order id Snap
         # already knows is skipped here, then locked and judged below.
