@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from entitlements.models import Entitlement
-from payments.models import OrderStatus
+from payments.models import AuditEntry, Order, OrderStatus, PaymentAttempt
 from payments.selectors import package_for_checkout
 from payments.services.checkout import AlreadyOwned, RequestMeta, order_create
 from payments.tests.checkout_support import checkout_body, launch_package_ensure
@@ -150,3 +150,28 @@ def test_api_checkout_reads_the_package_once(midtrans_sim, client):
     # then
     assert response.status_code == 201, response.content
     assert len([q for q in queries if 'FROM "payments_package"' in q["sql"]]) == 1
+
+
+def test_open_order_committed_after_the_package_was_read_is_reused_not_duplicated(caplog):
+    # given the package read before a concurrent request (a double click) made the open order
+    PackageFactory(id="kelas-film")
+    read_before = package_for_checkout(package_id="kelas-film", email=EMAIL)
+    first, _ = order_create(
+        package_id="kelas-film", name="Budi", email=EMAIL, phone="+6281234567890", meta=RequestMeta()
+    )
+
+    # when this request inserts its order (the open-order constraint refuses it)
+    order, attempt = order_create(
+        package_id="kelas-film",
+        name="Budi",
+        email=EMAIL,
+        phone="+6281234567890",
+        meta=RequestMeta(),
+        package=read_before,
+    )
+
+    # then the other request's order is the answer, and nothing else was written
+    assert "checkout_open_order_race" in caplog.messages
+    assert (order.id, attempt) == (first.id, None)
+    assert Order.objects.count() == 1 and PaymentAttempt.objects.count() == 1
+    assert AuditEntry.objects.filter(action__in=["order_created", "attempt_created"]).count() == 2
