@@ -357,8 +357,12 @@ def pgbench_path() -> str:
     raise RuntimeError("pgbench not found (apt-get install postgresql-client or postgresql-contrib)")
 
 
-def pgbench_run(*, database: str, script: str, clients: int, transactions: int) -> float:
-    """Run `script` (pgbench syntax) `transactions` times per client; returns transactions/s."""
+def pgbench_run(*, database: str, script: str, clients: int, transactions: int, protocol: str = "simple") -> float:
+    """Run `script` (pgbench syntax) `transactions` times per client; returns transactions/s.
+
+    `protocol` "prepared" sends each statement prepared once per connection with its values
+    apart, as the product does with DB_PREPARED_STATEMENTS on; pgbench then substitutes
+    every `:variable` as a parameter, so a script for it must not put variables in quotes."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(script)
         path = handle.name
@@ -373,6 +377,8 @@ def pgbench_run(*, database: str, script: str, clients: int, transactions: int) 
                 "-U",
                 PG_USER,
                 "-n",  # no vacuum of pgbench's own tables: we do not use them
+                "-M",
+                protocol,
                 "-f",
                 path,
                 "-c",

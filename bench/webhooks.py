@@ -26,6 +26,7 @@ and our throughput as a share of it. Target: p99 < 100 ms at 32 senders.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import time
@@ -38,10 +39,12 @@ import harness
 
 DB_NAME = "buatfilm_bench_webhooks"
 
-# One webhook's database work, statement for statement (see payments/services/events.py and
-# notifications/services.py; `--show-queries` prints what Django really sends). pgbench sends
-# each line as its own round trip, as Django does. Variables: :aid picks a seeded attempt;
-# :k makes the unique keys (event, entitlement, outbox) unique per transaction. The two
+# One webhook's database work, statement for statement (see payments/services/events.py,
+# entitlements/services.py and notifications/services.py; `--show-queries` prints what Django
+# really sends). pgbench sends each line as its own round trip, as Django does, and prepared
+# (-M prepared), as the product does with DB_PREPARED_STATEMENTS on. Variables: :aid picks a
+# seeded attempt; :k makes the unique keys (event, entitlement, outbox) unique per transaction;
+# no variable sits in quotes, since prepared pgbench passes each as a parameter. The two
 # `SELECT 1` are Django's CONN_HEALTH_CHECKS, once per request in the product and in the
 # simulator (their psycopg calls bypass CaptureQueriesContext, so --show-queries omits them);
 # the simulator's status read is the three statements after the second one.
@@ -50,38 +53,37 @@ PGBENCH_SCRIPT = r"""
 \set k random(1, 999999999999)
 SELECT order_id AS oid, midtrans_order_id AS mid FROM payments_paymentattempt WHERE id = :aid \gset
 SELECT 1;
-INSERT INTO payments_paymentevent (attempt_id, midtrans_order_id, source, dedup_key, transaction_status, status_code, gross_amount, payload, confirmed_payload, result, error, processing_attempts, received_at, processed_at) VALUES (NULL, ':mid', 'webhook', 'webhook:' || :aid || ':' || :k, 'settlement', '200', '99000.00', '{payload}'::jsonb, NULL, 'received', '', 0, now(), NULL) ON CONFLICT DO NOTHING RETURNING id AS eid \gset
-SELECT id, order_id FROM payments_paymentattempt WHERE midtrans_order_id = ':mid' ORDER BY id ASC LIMIT 1;
+INSERT INTO payments_paymentevent (attempt_id, midtrans_order_id, source, dedup_key, transaction_status, status_code, gross_amount, payload, confirmed_payload, result, error, processing_attempts, received_at, processed_at) VALUES (NULL, :mid, 'webhook', 'webhook-' || :aid::text || '-' || :k::text, 'settlement', '200', '99000.00', {payload}, NULL, 'received', '', 0, now(), NULL) ON CONFLICT DO NOTHING RETURNING id AS eid \gset
+SELECT id, order_id FROM payments_paymentattempt WHERE midtrans_order_id = :mid ORDER BY id ASC LIMIT 1;
 SELECT 1;
-SELECT id, latency_ms, error_rate, fail_next, timeout, timeout_seconds, down, updated_at FROM midtrans_simulator_simfault WHERE id = 1 LIMIT 1;
-SELECT * FROM midtrans_simulator_simtransaction WHERE order_id = ':mid' ORDER BY created_at DESC LIMIT 1;
-INSERT INTO midtrans_simulator_simapicall (operation, order_id, http_status, fault, created_at) VALUES ('status', ':mid', 200, '', now());
+SELECT id, latency_ms, error_rate, fail_next, timeout, timeout_seconds, down, updated_at FROM midtrans_simulator_simfault WHERE id = 1;
+SELECT * FROM midtrans_simulator_simtransaction WHERE order_id = :mid;
+INSERT INTO midtrans_simulator_simapicall (operation, order_id, http_status, fault, created_at) VALUES ('status', :mid, 200, '', now());
 BEGIN;
-SELECT o.*, p.* FROM payments_order o INNER JOIN payments_package p ON o.package_id = p.id WHERE o.id = ':oid' LIMIT 21 FOR UPDATE OF o;
-SELECT * FROM payments_paymentattempt WHERE order_id = ':oid' ORDER BY number ASC FOR UPDATE;
+SELECT o.*, p.* FROM payments_order o INNER JOIN payments_package p ON o.package_id = p.id WHERE o.id = :oid LIMIT 21 FOR UPDATE OF o;
+SELECT * FROM payments_paymentattempt WHERE order_id = :oid ORDER BY number ASC FOR UPDATE;
 SELECT * FROM payments_paymentevent WHERE id = :eid LIMIT 21 FOR UPDATE;
 UPDATE payments_paymentattempt SET status = 'paid', transaction_id = 'bench-trx', transaction_status = 'settlement', payment_type = 'bank_transfer', va_number = '12345678901', fraud_status = 'accept', updated_at = now() WHERE id = :aid;
-UPDATE payments_order SET status = 'PAID', paid_at = now(), updated_at = now() WHERE id = ':oid';
-SELECT * FROM entitlements_entitlement WHERE order_id = 'E' || :k ORDER BY granted_at DESC LIMIT 1 FOR UPDATE;
-INSERT INTO entitlements_entitlement (email, course_code, order_id, status, granted_at, revoked_at, reason, created_at, updated_at) VALUES ('bench@example.com', 'ai-movie-course', 'E' || :k, 'active', now(), NULL, 'paid via bench', now(), now()) ON CONFLICT DO NOTHING;
-SELECT * FROM entitlements_entitlement WHERE order_id = 'E' || :k LIMIT 21 FOR UPDATE;
-SELECT * FROM notifications_notification WHERE dedupe_key = 'order:' || :k || ':paid:email' LIMIT 21;
-SAVEPOINT s1;
-INSERT INTO notifications_notification (channel, template, recipient, subject, body_text, body_html, template_params, dedupe_key, reference, status, attempts, max_attempts, next_attempt_at, lease_token, lease_expires_at, provider_message_id, last_error, created_at, updated_at, sent_at, dead_alerted_at, resent_from_id) VALUES ('email', 'payment_received', 'bench@example.com', 'Pembayaran diterima', '{email_text}', '{email_html}', '[]', 'order:' || :k || ':paid:email', ':oid', 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL) RETURNING id;
-RELEASE SAVEPOINT s1;
-SELECT * FROM notifications_notification WHERE dedupe_key = 'order:' || :k || ':paid:whatsapp' LIMIT 21;
-SAVEPOINT s2;
-INSERT INTO notifications_notification (channel, template, recipient, subject, body_text, body_html, template_params, dedupe_key, reference, status, attempts, max_attempts, next_attempt_at, lease_token, lease_expires_at, provider_message_id, last_error, created_at, updated_at, sent_at, dead_alerted_at, resent_from_id) VALUES ('whatsapp', 'payment_received', '+6281234567890', '', '{wa_text}', '', '["Budi", "BF", "Rp99.000", "https://x"]', 'order:' || :k || ':paid:whatsapp', ':oid', 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL) RETURNING id;
-RELEASE SAVEPOINT s2;
-UPDATE payments_paymentevent SET attempt_id = :aid, confirmed_payload = '{payload}'::jsonb, result = 'applied', error = '', processing_attempts = 1, processed_at = now() WHERE id = :eid;
-INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'attempt_status_changed', 'paymentattempt', ':aid', '{{"status": "pending"}}', '{{"status": "paid", "reason": "webhook: Midtrans settlement", "event_id": 1, "order_id": "x"}}', 'bench', now()), ('webhook', 'order_status_changed', 'order', ':oid', '{{"status": "PENDING_PAYMENT"}}', '{{"status": "PAID", "reason": "webhook: Midtrans settlement", "event_id": 1}}', 'bench', now()), ('webhook', 'entitlement_granted', 'entitlement', '1', NULL, '{{"order_id": "x", "course": "ai-movie-course", "event_id": 1}}', 'bench', now()) RETURNING id;
+UPDATE payments_order SET status = 'PAID', paid_at = now(), updated_at = now() WHERE id = :oid;
+INSERT INTO entitlements_entitlement (email, course_code, order_id, status, granted_at, revoked_at, reason, created_at, updated_at) VALUES ('bench@example.com', 'ai-movie-course', 'E' || :k::text, 'active', now(), NULL, 'paid via bench', now(), now()) ON CONFLICT DO NOTHING RETURNING id;
+INSERT INTO notifications_notification (channel, template, recipient, subject, body_text, body_html, template_params, dedupe_key, reference, status, attempts, max_attempts, next_attempt_at, lease_token, lease_expires_at, provider_message_id, last_error, created_at, updated_at, sent_at, dead_alerted_at, resent_from_id) VALUES ('email', 'payment_received', 'bench@example.com', 'Pembayaran diterima', '{email_text}', '{email_html}', '[]', 'order-' || :k::text || '-paid-email', :oid::text, 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL), ('whatsapp', 'payment_received', '+6281234567890', '', '{wa_text}', '', '["Budi", "BF", "Rp99.000", "https-link"]', 'order-' || :k::text || '-paid-whatsapp', :oid::text, 'pending', 0, 9, now(), NULL, NULL, '', '', now(), now(), NULL, NULL, NULL) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key;
+UPDATE payments_paymentevent SET attempt_id = :aid, confirmed_payload = {payload}, result = 'applied', error = '', processing_attempts = 1, processed_at = now() WHERE id = :eid;
+INSERT INTO payments_auditentry (actor, action, object_type, object_id, old_value, new_value, correlation_id, created_at) VALUES ('webhook', 'attempt_status_changed', 'paymentattempt', :aid::text, '{{"status": "pending"}}', '{{"status": "paid", "reason": "webhook: Midtrans settlement", "event_id": 1, "order_id": "x"}}', 'bench', now()), ('webhook', 'order_status_changed', 'order', :oid::text, '{{"status": "PENDING_PAYMENT"}}', '{{"status": "PAID", "reason": "webhook: Midtrans settlement", "event_id": 1}}', 'bench', now()), ('webhook', 'entitlement_granted', 'entitlement', '1', NULL, '{{"order_id": "x", "course": "ai-movie-course", "event_id": 1}}', 'bench', now());
 COMMIT;
 """
 
 
 def _sql_text(value: str) -> str:
-    # pgbench replaces only `:name` of variables it defines; other colons stay as they are.
+    # Prepared pgbench turns every `:name` into a parameter, in quotes too; these texts have no colon.
+    if ":" in value:
+        raise ValueError("a text literal for the prepared pgbench script must not contain ':'")
     return value.replace("'", "''")
+
+
+def _sql_json(value: str) -> str:
+    # A JSON body has colons (keys, times), so it travels base64-encoded; PostgreSQL decodes it.
+    encoded = base64.b64encode(value.encode()).decode()
+    return f"convert_from(decode('{encoded}', 'base64'), 'UTF8')::jsonb"
 
 
 def seed(count: int) -> list[bytes]:
@@ -318,7 +320,7 @@ def main() -> None:
     script = PGBENCH_SCRIPT.format(
         lo=min(ids),
         hi=max(ids),
-        payload=_sql_text(sample),
+        payload=_sql_json(sample),
         email_text=_sql_text(email_text),
         email_html=_sql_text(f"<p>{email_text}</p>" * 2),
         wa_text=_sql_text(email_text[:400]),
@@ -326,11 +328,13 @@ def main() -> None:
     statements = sum(1 for line in script.splitlines() if line.strip() and not line.startswith("\\"))
     print(
         f"\npgbench ceiling: the same database statements ({statements} per notification, with pgbench's own "
-        "pick of an attempt and the two health checks), same clients"
+        "pick of an attempt and the two health checks), prepared, same clients"
     )
     for senders, bodies, result in results:
         per_client = max(1, len(bodies) // senders)
-        tps = harness.pgbench_run(database=DB_NAME, script=script, clients=senders, transactions=per_client)
+        tps = harness.pgbench_run(
+            database=DB_NAME, script=script, clients=senders, transactions=per_client, protocol="prepared"
+        )
         share = result.throughput / tps * 100 if tps else float("nan")
         print(
             f"pgbench                      clients={senders:<3} transactions={per_client * senders:<5} "
