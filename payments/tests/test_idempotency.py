@@ -8,10 +8,15 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from payments.models import IdempotencyRecord, Order, OrderStatus
-from payments.services.idempotency import idempotency_fingerprint
+from payments.services.idempotency import (
+    IdempotencyReplay,
+    idempotency_begin,
+    idempotency_complete,
+    idempotency_fingerprint,
+)
 from payments.tasks import idempotency_purge_task
 from payments.tests.checkout_support import checkout_body, db_state, launch_package_ensure, snap_calls
-from payments.tests.factories import PackageFactory
+from payments.tests.factories import OrderFactory, PackageFactory
 
 
 @pytest.fixture
@@ -171,6 +176,27 @@ def test_key_of_255_characters_is_accepted(api):
 def test_fingerprint_ignores_key_order_but_not_values():
     assert idempotency_fingerprint(data={"a": 1, "b": "x"}) == idempotency_fingerprint(data={"b": "x", "a": 1})
     assert idempotency_fingerprint(data={"a": 1}) != idempotency_fingerprint(data={"a": 2})
+
+
+@pytest.mark.django_db
+def test_claim_is_completed_once_with_the_response_the_order_and_no_lease():
+    # given a claimed key
+    claim = idempotency_begin(scope="checkout", key="k-complete", fingerprint="f" * 64)
+    order = OrderFactory()
+    body = {"order_id": order.id, "payment": {"token": "t"}, "reused": False}
+
+    # when the response is stored, and a second completion comes late
+    idempotency_complete(claim=claim, status=201, body=body, order_id=order.id)
+    idempotency_complete(claim=claim, status=409, body={"error": {}}, order_id=None)
+
+    # then the first one stands
+    record = IdempotencyRecord.objects.get(key="k-complete")
+    assert (record.state, record.response_status, record.response_body) == ("completed", 201, body)
+    assert (record.order_id, record.locked_until, record.fingerprint) == (order.id, None, "f" * 64)
+    assert record.updated_at >= record.created_at
+    assert idempotency_begin(scope="checkout", key="k-complete", fingerprint="f" * 64) == IdempotencyReplay(
+        status=201, body=body
+    )
 
 
 @pytest.mark.django_db
