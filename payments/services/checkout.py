@@ -384,6 +384,11 @@ def _order_with_attempt_insert(*, order: Order, attempt: PaymentAttempt) -> None
     attempt's foreign key is known before either row exists.
     """
     connection = connections[Order.objects.db]
+    if connection.vendor != "postgresql":
+        # SQLite (the local demo) allows no INSERT inside WITH: two statements there.
+        order.save(force_insert=True)
+        attempt.save(force_insert=True)
+        return
     sql, order_fields, attempt_fields = _order_with_attempt_insert_sql(connection.alias)
     values = [f.get_db_prep_save(f.pre_save(order, add=True), connection) for f in order_fields]
     values += [f.get_db_prep_save(f.pre_save(attempt, add=True), connection) for f in attempt_fields]

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from entitlements.models import Entitlement
-from payments.models import AuditEntry, Order, OrderStatus, PaymentAttempt
+from payments.models import AuditEntry, Order, OrderStatus, Package, PaymentAttempt
 from payments.selectors import package_for_checkout
 from payments.services.checkout import AlreadyOwned, RequestMeta, order_create
 from payments.tests.checkout_support import checkout_body, launch_package_ensure
@@ -49,6 +49,15 @@ def test_package_comes_back_whole_with_nothing_open_and_nothing_owned():
     )
     assert (package.capacity, package.course_code, package.created_at.tzinfo is not None) == (3, "kursus-film", True)
     assert (package.open_order_id, package.owned) == (None, False)
+
+
+def test_package_is_the_instance_the_orm_reads():
+    PackageFactory(id="kelas-film", capacity=None, is_active=False)
+    ours = package_for_checkout(package_id="kelas-film", email=EMAIL)
+    orm = Package.objects.get(id="kelas-film")
+    fields = [f.attname for f in Package._meta.concrete_fields]
+    assert [getattr(ours, name) for name in fields] == [getattr(orm, name) for name in fields]
+    assert (ours._state.adding, ours._state.db) == (False, orm._state.db)
 
 
 def test_unknown_package_is_none():
