@@ -5,8 +5,8 @@
 What runs: PostgreSQL (a scratch database `buatfilm_bench_checkout`, dropped, re-created,
 migrated), the shared bench Redis (the payment-instruction messages' Celery kicks go there
 and are flushed afterwards), the product under gunicorn (gthread workers, DEBUG off, INFO
-logs to a file as in production) and the Midtrans simulator under its own gunicorn, since
-Midtrans is a separate party.
+logs to a file as in production, MIDTRANS_SIMULATOR off) and the Midtrans simulator under its
+own gunicorn, since Midtrans is a separate party.
 
 Every checkout is a new customer (distinct email) with its own Idempotency-Key, so each one
 does the full work: claim the key, validate (phone parsing, package and entitlement
@@ -194,6 +194,8 @@ def main() -> None:
         MIDTRANS_API_URL=sim_base,
         # Every request comes from 127.0.0.1 here; the per-IP limit would answer 429.
         CHECKOUT_RATE_LIMIT="",
+        # As in production: the simulator is the other gunicorn; no simulator delivery thread here.
+        MIDTRANS_SIMULATOR="false",
     )
     snap_auth = {"Authorization": "Basic " + base64.b64encode(f"{harness.SERVER_KEY}:".encode()).decode()}
 
