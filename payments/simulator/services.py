@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip
+from buatfilm.db import row_insert_or_skip, row_reader
 from payments.simulator.dispatcher import notification_queue
 from payments.simulator.models import SimApiCall, SimRefundConfirmation, SimTransaction
 
@@ -559,22 +559,12 @@ def finish_redirect_url(tx: SimTransaction) -> str:
 
 
 @functools.cache
-def _by_order_id_reader(alias: str) -> tuple[str, list[str], list[tuple[int, list, object]]]:
-    """The SELECT of a whole SimTransaction by order id, its attnames, and the converters per column."""
-    connection = connections[alias]
-    qn, meta = connection.ops.quote_name, SimTransaction._meta
-    fields = meta.concrete_fields
+def _by_order_id_sql(alias: str) -> str:
+    """The SELECT of a whole SimTransaction by order id, columns as row_reader(SimTransaction) reads them."""
+    qn, meta = connections[alias].ops.quote_name, SimTransaction._meta
     # Identifiers from the model's own metadata; the order id is a parameter.
-    columns = ", ".join(qn(field.column) for field in fields)
-    sql = f"SELECT {columns} FROM {qn(meta.db_table)} WHERE {qn(meta.get_field('order_id').column)} = %s"  # noqa: S608
-    converters = []
-    for index, field in enumerate(fields):
-        # What the ORM's compiler applies to each column (e.g. JSONField's json.loads).
-        col = field.get_col(meta.db_table)
-        functions = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-        if functions:
-            converters.append((index, functions, col))
-    return sql, [field.attname for field in fields], converters
+    columns = row_reader(SimTransaction, alias).columns()
+    return f"SELECT {columns} FROM {qn(meta.db_table)} WHERE {qn(meta.get_field('order_id').column)} = %s"  # noqa: S608
 
 
 def _by_order_id(order_id: str) -> SimTransaction | None:
@@ -585,18 +575,10 @@ def _by_order_id(order_id: str) -> SimTransaction | None:
     the same model instance the ORM would build, converters applied.
     """
     alias = SimTransaction.objects.db
-    connection = connections[alias]
-    sql, attnames, converters = _by_order_id_reader(alias)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [order_id])
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_by_order_id_sql(alias), [order_id])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for index, functions, col in converters:
-        for convert in functions:
-            values[index] = convert(values[index], col, connection)
-    return SimTransaction.from_db(alias, attnames, values)
+    return row_reader(SimTransaction, alias).instance(row) if row is not None else None
 
 
 def _find(identifier: str) -> SimTransaction | None:
