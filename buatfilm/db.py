@@ -17,7 +17,8 @@ def row_insert_or_skip(instance: Model) -> bool:
     Django's bulk_create(ignore_conflicts=True) sends the same INSERT but returns no pk, so
     the row would have to be read back, and outside a transaction it wraps the INSERT in
     BEGIN/COMMIT: four round trips where one does. PostgreSQL and SQLite (3.35+) both speak
-    this statement.
+    this statement. For models whose primary key the database makes (AutoField): it is left
+    out of the INSERT.
     """
     model = type(instance)
     connection = connections[model.objects.db]
@@ -45,7 +46,8 @@ def rows_insert(instances: list[Model]) -> None:
 
     For write-only rows (an audit trail) whose primary keys nobody needs: bulk_create would
     also ask for the keys back and sort the rows into batches, which costs more CPU than the
-    INSERT itself when a transaction writes two or three of them.
+    INSERT itself when a transaction writes two or three of them. For models whose primary
+    key the database makes (AutoField): it is left out of the INSERT.
     """
     if not instances:
         return

@@ -294,6 +294,10 @@ class CheckoutApi(ApiView):
             packages = self.__dict__.setdefault("_packages", {})
             if package_id not in packages:
                 email = str(self.initial_data.get("email") or "").strip().lower()
+                if "\x00" in email or len(email) > 254:
+                    # Not validated yet, and PostgreSQL refuses a NUL in text: read without it
+                    # (the email field reports the problem; the service reads again anyway).
+                    email = ""
                 packages[package_id] = selectors.package_for_checkout(package_id=package_id, email=email)
             return packages[package_id]
 

@@ -1,5 +1,3 @@
-import time
-
 from django.core.cache import cache, caches
 
 from buatfilm.cache import RedisCache
@@ -19,10 +17,3 @@ def test_the_cache_is_redis_and_reuses_one_client_per_pool():
     assert cache._cache.get_client("k", write=True) is client
     cache.delete("cache-test-key")
     assert cache.get("cache-test-key") is None
-
-
-def test_cached_client_honours_timeouts():
-    cache.set("cache-test-expiring", 1, timeout=1)
-    assert cache.get("cache-test-expiring") == 1
-    time.sleep(1.1)
-    assert cache.get("cache-test-expiring") is None

@@ -258,6 +258,9 @@ def order_create(
         existing = _order_open_live(email=email, package_id=package_id, now=now)
         if existing is not None:
             return existing, None
+        # The open order that read saw is gone: expired, or paid a moment ago, and then the
+        # customer owns the course. Read again, so ownership is judged after that payment.
+        package = package_for_checkout(package_id=package_id, email=email)
 
     try:
         with transaction.atomic(), audit_batch():
@@ -413,7 +416,8 @@ def _order_with_attempt_insert_sql(alias: str) -> tuple[str, list, list]:
         return f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
 
     # Identifiers from the models' own metadata; every value is a parameter. The attempt's
-    # foreign key is checked at the end of the statement, when the order row exists.
+    # foreign key is checked at commit (Django's are DEFERRABLE INITIALLY DEFERRED), when the
+    # order row exists.
     sql = (
         f"WITH new_order AS ({insert(Order._meta, order_fields)}) "
         f"{insert(PaymentAttempt._meta, attempt_fields)} RETURNING {qn(PaymentAttempt._meta.pk.column)}"

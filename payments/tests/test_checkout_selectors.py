@@ -184,3 +184,47 @@ def test_open_order_committed_after_the_package_was_read_is_reused_not_duplicate
     assert (order.id, attempt) == (first.id, None)
     assert Order.objects.count() == 1 and PaymentAttempt.objects.count() == 1
     assert AuditEntry.objects.filter(action__in=["order_created", "attempt_created"]).count() == 2
+
+
+def test_open_order_paid_after_the_package_was_read_makes_the_customer_an_owner():
+    # given the API's read saw an open order, not yet paid
+    package = PackageFactory(id="kelas-film", course_code="kursus-film", capacity=None)
+    pending = OrderFactory(package=package, customer_email=EMAIL, status=OrderStatus.PENDING_PAYMENT)
+    snapshot = package_for_checkout(package_id="kelas-film", email=EMAIL)
+    assert snapshot.open_order_id == pending.id and not snapshot.owned
+    # and the webhook then committed its payment and the entitlement
+    Order.objects.filter(pk=pending.pk).update(status=OrderStatus.PAID, paid_at=timezone.now())
+    entitlement_create(course_code="kursus-film", order_id=pending.id)
+
+    # when the checkout goes on with the package it read
+    with pytest.raises(AlreadyOwned):
+        order_create(
+            package_id="kelas-film",
+            name="Budi",
+            email=EMAIL,
+            phone="+6281234567890",
+            meta=RequestMeta(),
+            package=snapshot,
+        )
+
+    # then no second order was sold
+    assert list(Order.objects.values_list("id", flat=True)) == [pending.id]
+
+
+@pytest.mark.parametrize("email", ["budi\x00@example.com", "b" * 250 + "@example.com"])
+def test_api_checkout_with_a_nul_or_overlong_email_is_a_400_that_changes_nothing(client, email):
+    # given
+    launch_package_ensure()
+
+    # when
+    response = client.post(
+        "/api/checkout/", checkout_body() | {"email": email}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k1"
+    )
+
+    # then
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "email" in response.json()["error"]["fields"]
+    assert not Order.objects.exists()
+    assert not PaymentAttempt.objects.exists()
+    assert not AuditEntry.objects.exists()
