@@ -260,6 +260,14 @@ def main() -> None:
             print("   ", check_orders(bodies))
             print()
             rows.append((clients, added))
+        # What this stack costs before any work: the same gunicorn, Django and middleware.
+        floor, floor_cpu = harness.framework_floor(web, concurrency=max(args.clients))
+        print(harness.result_line("floor: empty GET /health/live", floor))
+        print(
+            f"    CPU per empty request: web {floor_cpu:.1f} ms; a checkout is two Django requests "
+            "(ours and the simulator's Snap) before any of its work"
+        )
+        print()
 
     for clients, added in rows:
         if clients == 16:

@@ -334,6 +334,16 @@ def load_run(
     return result
 
 
+def framework_floor(server: Gunicorn, *, concurrency: int, requests: int = 1000) -> tuple[LoadResult, float]:
+    """The cost of an empty request: GET /health/live (no database, no outside call) through
+    the same gunicorn, Django and middleware. Returns the load result and the server's CPU
+    milliseconds per request: what any endpoint of this stack pays before doing its work."""
+    load_run(url=server.url + "/health/live", bodies=[b""] * 100, concurrency=4, method="GET")
+    before = server.cpu_seconds()
+    result = load_run(url=server.url + "/health/live", bodies=[b""] * requests, concurrency=concurrency, method="GET")
+    return result, (server.cpu_seconds() - before) * 1000 / requests
+
+
 def result_line(label: str, result: LoadResult) -> str:
     statuses = ",".join(f"{code}:{n}" for code, n in sorted(result.statuses.items()))
     errors = ",".join(f"{name}:{n}" for name, n in sorted(result.errors.items())) or "none"

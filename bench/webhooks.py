@@ -311,6 +311,13 @@ def main() -> None:
             )
             print(_machine_line(before, after, cpu, len(bodies)))
             print("   ", check_paid(bodies))
+        # What this stack costs before any work: the same gunicorn, Django and middleware.
+        floor, floor_cpu = harness.framework_floor(web, concurrency=max(args.senders))
+        print(harness.result_line("floor: empty GET /health/live", floor))
+        print(
+            f"    CPU per empty request: web {floor_cpu:.1f} ms; a notification is two Django requests "
+            "(ours and the simulator's status read) before any of its work"
+        )
 
     from payments.models import PaymentAttempt
 
