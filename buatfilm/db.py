@@ -2,7 +2,7 @@
 
 import functools
 
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Model
 
 
@@ -129,3 +129,44 @@ class RowReader:
 @functools.cache
 def row_reader(model: type[Model], alias: str) -> RowReader:
     return RowReader(model, alias)
+
+
+def rows_select(model: type[Model], *, where: dict, order_by: str = "", lock: bool = False) -> list[Model]:
+    """The rows of `model` whose fields equal `where`, as model instances, in one plain SELECT.
+
+    `order_by`: a field name; `lock`: FOR UPDATE (where the database has it; SQLite locks the
+    whole file on write instead). For the few reads every webhook makes: the ORM spends about
+    0.3-0.5 ms CPU composing each of them, this a tenth of that; the instances are the same.
+    """
+    alias = model.objects.db
+    connection = connections[alias]
+    meta, qn = model._meta, connection.ops.quote_name
+    reader = row_reader(model, alias)
+    compared = [meta.get_field(name) if name != "pk" else meta.pk for name in where]
+    # Identifiers from the model's own metadata; every value is a parameter.
+    conditions = " AND ".join(f"{qn(f.column)} = %s" for f in compared)
+    sql = f"SELECT {reader.columns()} FROM {qn(meta.db_table)} WHERE {conditions}"  # noqa: S608
+    if order_by:
+        sql += f" ORDER BY {qn(meta.get_field(order_by).column)}"
+    if lock and connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    params = [f.get_db_prep_value(value, connection) for f, value in zip(compared, where.values(), strict=True)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [reader.instance(row) for row in cursor.fetchall()]
+
+
+def row_save(instance: Model, *, fields: list[str]) -> None:
+    """Model.save(update_fields=fields) as one plain UPDATE (auto_now fields in `fields` are set
+    as save() sets them). Raises DatabaseError, as save() does, when the row is gone.
+
+    For rows the caller has locked; no pre_save/post_save signals are sent (nothing in this
+    project listens to them)."""
+    model = type(instance)
+    meta = model._meta
+    values = {}
+    for name in fields:
+        field = meta.get_field(name)
+        values[field.name] = field.pre_save(instance, add=False)
+    if not row_update_if(model, pk=instance.pk, where={}, values=values):
+        raise DatabaseError(f"{meta.label} {instance.pk}: the row to update is gone")

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip
+from buatfilm.db import row_insert_or_skip, row_save, rows_select
 from entitlements.services import entitlement_grant, entitlement_revoke
 from payments import midtrans, notices
 from payments.models import (
@@ -39,6 +39,7 @@ from payments.models import (
     EventSource,
     Order,
     OrderStatus,
+    Package,
     PaymentAttempt,
     PaymentEvent,
 )
@@ -599,7 +600,7 @@ def _event_locked(
 ) -> tuple[PaymentEvent, bool]:
     """The event row to record this application in, locked. (event, already_processed)."""
     if event_id is not None:
-        event = PaymentEvent.objects.select_for_update().get(pk=event_id)
+        event = _one(rows_select(PaymentEvent, where={"pk": event_id}, lock=True), PaymentEvent)
         return event, event.result in FINAL_EVENT_RESULTS
     event = _event_new(payload=status, source=source, midtrans_order_id=midtrans_order_id)
     if row_insert_or_skip(event):
@@ -610,7 +611,14 @@ def _event_locked(
 
 
 def _attempt_ref(midtrans_order_id: str) -> tuple[int, str] | None:
-    return PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list("pk", "order_id").first()
+    attempts = rows_select(PaymentAttempt, where={"midtrans_order_id": midtrans_order_id})  # unique
+    return (attempts[0].pk, attempts[0].order_id) if attempts else None
+
+
+def _one(rows: list, model):
+    if not rows:
+        raise model.DoesNotExist(f"{model._meta.label} not found")
+    return rows[0]
 
 
 def payment_status_apply(
@@ -640,12 +648,15 @@ def payment_status_apply(
                 midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
             )
         attempt_pk, order_pk = ref
-        # The project's lock order: the order row, then the attempt row.
-        # The package rides along (a grant needs its course) but is not locked.
-        order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
+        # The project's lock order: the order row, then the attempt row. Every webhook reads
+        # and writes these rows, so plain statements (buatfilm.db) stand in for the ORM's here:
+        # the same instances and the same locks at a fraction of the CPU.
+        order = _one(rows_select(Order, where={"pk": order_pk}, lock=True), Order)
+        # The package comes along (a grant needs its course) but is not locked.
+        order.package = _one(rows_select(Package, where={"pk": order.package_id}), Package)
         # All of the order's attempts in one read: this one is changed, the others decide
         # (another live one keeps the order open, another paid one makes this a double payment).
-        siblings = list(PaymentAttempt.objects.select_for_update().filter(order_id=order_pk).order_by("number"))
+        siblings = rows_select(PaymentAttempt, where={"order": order_pk}, order_by="number", lock=True)
         attempt = next(a for a in siblings if a.pk == attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
@@ -722,9 +733,9 @@ def payment_status_apply(
                 new_value={"reason": fx.review, "event_id": event.pk},
             )
         if attempt_fields:
-            attempt.save(update_fields=sorted(attempt_fields | {"updated_at"}))
+            row_save(attempt, fields=sorted(attempt_fields | {"updated_at"}))
         if order_fields:
-            order.save(update_fields=sorted(order_fields | {"updated_at"}))
+            row_save(order, fields=sorted(order_fields | {"updated_at"}))
 
         course_code = order.package.course_code if (fx.grant or fx.revoke) else ""
         if fx.grant:
@@ -764,8 +775,8 @@ def payment_status_apply(
             event.confirmed_payload = status
         event.processed_at = now
         event.processing_attempts += 1
-        event.save(
-            update_fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
+        row_save(
+            event, fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
         )
 
         outcome.result = fx.result
