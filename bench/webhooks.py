@@ -54,15 +54,16 @@ PGBENCH_SCRIPT = r"""
 SELECT order_id AS oid, midtrans_order_id AS mid FROM payments_paymentattempt WHERE id = :aid \gset
 SELECT 1;
 INSERT INTO payments_paymentevent (attempt_id, midtrans_order_id, source, dedup_key, transaction_status, status_code, gross_amount, payload, confirmed_payload, result, error, processing_attempts, received_at, processed_at) VALUES (NULL, :mid, 'webhook', 'webhook-' || :aid::text || '-' || :k::text, 'settlement', '200', '99000.00', {payload}, NULL, 'received', '', 0, now(), NULL) ON CONFLICT DO NOTHING RETURNING id AS eid \gset
-SELECT id, order_id FROM payments_paymentattempt WHERE midtrans_order_id = :mid ORDER BY id ASC LIMIT 1;
+SELECT * FROM payments_paymentattempt WHERE midtrans_order_id = :mid;
 SELECT 1;
 SELECT id, latency_ms, error_rate, fail_next, timeout, timeout_seconds, down, updated_at FROM midtrans_simulator_simfault WHERE id = 1;
 SELECT * FROM midtrans_simulator_simtransaction WHERE order_id = :mid;
 INSERT INTO midtrans_simulator_simapicall (operation, order_id, http_status, fault, created_at) VALUES ('status', :mid, 200, '', now());
 BEGIN;
-SELECT o.*, p.* FROM payments_order o INNER JOIN payments_package p ON o.package_id = p.id WHERE o.id = :oid LIMIT 21 FOR UPDATE OF o;
+SELECT * FROM payments_order WHERE id = :oid FOR UPDATE;
+SELECT * FROM payments_package WHERE id = 'ai-movie-course';
 SELECT * FROM payments_paymentattempt WHERE order_id = :oid ORDER BY number ASC FOR UPDATE;
-SELECT * FROM payments_paymentevent WHERE id = :eid LIMIT 21 FOR UPDATE;
+SELECT * FROM payments_paymentevent WHERE id = :eid FOR UPDATE;
 UPDATE payments_paymentattempt SET status = 'paid', transaction_id = 'bench-trx', transaction_status = 'settlement', payment_type = 'bank_transfer', va_number = '12345678901', fraud_status = 'accept', updated_at = now() WHERE id = :aid;
 UPDATE payments_order SET status = 'PAID', paid_at = now(), updated_at = now() WHERE id = :oid;
 INSERT INTO entitlements_entitlement (email, course_code, order_id, status, granted_at, revoked_at, reason, created_at, updated_at) VALUES ('bench@example.com', 'ai-movie-course', 'E' || :k::text, 'active', now(), NULL, 'paid via bench', now(), now()) ON CONFLICT DO NOTHING RETURNING id;
