@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -328,6 +329,54 @@ def load_run(
         thread.start()
     start_gate.wait()
     began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def open_loop_run(*, url: str, bodies: list[bytes], rate: float, workers: int = 64) -> LoadResult:
+    """Open loop: request i is due at i / rate seconds, whether or not earlier ones were
+    answered, as notifications arrive when customers pay. Each latency counts from when its
+    request was due, so time spent waiting for a free sender counts too (no coordinated
+    omission). `workers` senders with keep-alive connections take due requests in order.
+    `concurrency` in the result is the number of senders."""
+    parts = urlsplit(url)
+    headers = {"Content-Type": "application/json"}
+    result = LoadResult(concurrency=workers)
+    due: queue.Queue = queue.Queue()
+    lock = threading.Lock()
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        while (item := due.get()) is not None:
+            index, due_at = item
+            try:
+                conn.request("POST", parts.path, body=bodies[index], headers=headers)
+                response = conn.getresponse()
+                response.read()
+                with lock:
+                    result.statuses[response.status] += 1
+                    result.latencies_ms.append((time.perf_counter() - due_at) * 1000)
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    result.errors[type(exc).__name__] += 1
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        conn.close()
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    for index in range(len(bodies)):
+        due_at = began + index / rate
+        delay = due_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        due.put((index, due_at))
+    for _ in threads:
+        due.put(None)
     for thread in threads:
         thread.join()
     result.seconds = time.perf_counter() - began

@@ -1,7 +1,8 @@
 # ruff: noqa: E501 - the pgbench script below keeps one SQL statement per line, as pgbench needs
 """Benchmark: signed Midtrans settlement notifications for distinct orders, end to end.
 
-    .venv/bin/python bench/webhooks.py [--senders 1 8 32] [--requests 200 800 1600] [--keep-db]
+    .venv/bin/python bench/webhooks.py [--senders 1 8 32] [--requests 200 800 1600]
+                                       [--rates 30 60] [--rate-seconds 20] [--keep-db]
 
 What runs: PostgreSQL (a scratch database `buatfilm_bench_webhooks`, dropped and
 re-created, migrated), the shared Redis (DB 11; the "paid" messages' Celery kicks go there
@@ -21,6 +22,10 @@ when the previous one was answered): throughput and p50/p95/p99 latency. Then th
 database statements (same tables, indexes, row shapes and round trips: see PGBENCH_SCRIPT)
 replayed by pgbench with the same number of clients, as the ceiling the database allows,
 and our throughput as a share of it. Target: p99 < 100 ms at 32 senders.
+
+Then an open loop (--rates): notifications arriving at a steady rate, as payments happen,
+whatever the answers, with latency counted from when each was due: how fast Midtrans gets
+its answer at a given load, where the closed loop above measures the saturated machine.
 """
 
 from __future__ import annotations
@@ -230,6 +235,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--senders", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800, 1600], help="per sender level")
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[30.0, 60.0],
+        help="open loop: notifications arriving at these rates per second (none: skip)",
+    )
+    parser.add_argument("--rate-seconds", type=float, default=20.0, help="how long each open-loop rate runs")
     # Sync workers by default: each takes the next connection from the listen queue only when
     # free, so queued notifications are served first come first served. A gthread worker
     # accepts connections while its threads are busy and queues them itself, so one worker's
@@ -258,6 +271,7 @@ def main() -> None:
 
     warmup = seed(64)
     runs = [(senders, seed(count)) for senders, count in zip(args.senders, args.requests, strict=True)]
+    open_runs = [(rate, seed(int(rate * args.rate_seconds))) for rate in args.rates]
 
     sim_port, web_port = harness.free_port(), harness.free_port()
     sim_env = harness.server_env(database_url=url, port=sim_port, LOG_LEVEL="WARNING")
@@ -313,6 +327,17 @@ def main() -> None:
             print(_machine_line(before, after, cpu, len(bodies)))
             print("   ", check_paid(bodies))
         # What this stack costs before any work: the same gunicorn, Django and middleware.
+        # Open loop: notifications arrive at a rate, as payments happen, whatever the answers.
+        for rate, bodies in open_runs:
+            time.sleep(1)
+            before = _cpu_snapshot(web, simulator)
+            result = harness.open_loop_run(url=web.url + "/webhooks/midtrans", bodies=bodies, rate=rate)
+            after = _cpu_snapshot(web, simulator)
+            cpu = _cpu_per_request(before, after, len(bodies))
+            print(harness.result_line(f"webhook open loop {rate:g}/s", result))
+            print(f"    CPU per notification: {cpu['total']:.1f} ms; latency counted from when each was due")
+            print(_machine_line(before, after, cpu, len(bodies)))
+            print("   ", check_paid(bodies))
         floor, floor_cpu = harness.framework_floor(web, concurrency=max(args.senders))
         print(harness.result_line("floor: empty GET /health/live", floor))
         print(
