@@ -201,6 +201,17 @@ def _machine_line(before: dict, after: dict, cpu: dict, requests: int) -> str:
     )
 
 
+def _measured(web, simulator, bodies: list[bytes], send) -> tuple:
+    """Run `send()` (a load run over `bodies`) after a pause; (its result, CPU per
+    notification by process, the line saying how busy the machine was)."""
+    time.sleep(1)
+    before = _cpu_snapshot(web, simulator)
+    result = send()
+    after = _cpu_snapshot(web, simulator)
+    cpu = _cpu_per_request(before, after, len(bodies))
+    return result, cpu, _machine_line(before, after, cpu, len(bodies))
+
+
 def check_paid(bodies: list[bytes]) -> str:
     """Every order of these notifications PAID with exactly one active entitlement?"""
     import json
@@ -310,12 +321,11 @@ def main() -> None:
             print(f"one notification, in-process, {show_queries(f'http://127.0.0.1:{sim_port}', extra[0])} queries")
         harness.load_run(url=web.url + "/webhooks/midtrans", bodies=warmup, concurrency=4)
         print()
+        url = web.url + "/webhooks/midtrans"
         for senders, bodies in runs:
-            time.sleep(1)
-            before = _cpu_snapshot(web, simulator)
-            result = harness.load_run(url=web.url + "/webhooks/midtrans", bodies=bodies, concurrency=senders)
-            after = _cpu_snapshot(web, simulator)
-            cpu = _cpu_per_request(before, after, len(bodies))
+            result, cpu, machine = _measured(
+                web, simulator, bodies, lambda b=bodies, n=senders: harness.load_run(url=url, bodies=b, concurrency=n)
+            )
             cpu_at[senders] = cpu
             results.append((senders, bodies, result))
             print(harness.result_line("webhook settlement", result))
@@ -324,20 +334,18 @@ def main() -> None:
                 f"PostgreSQL {cpu['postgres']:.1f} ms = {cpu['total']:.1f} ms; "
                 f"{os.cpu_count()} cores alone cap this at ~{os.cpu_count() * 1000 / cpu['total']:.0f}/s"
             )
-            print(_machine_line(before, after, cpu, len(bodies)))
+            print(machine)
             print("   ", check_paid(bodies))
-        # What this stack costs before any work: the same gunicorn, Django and middleware.
         # Open loop: notifications arrive at a rate, as payments happen, whatever the answers.
         for rate, bodies in open_runs:
-            time.sleep(1)
-            before = _cpu_snapshot(web, simulator)
-            result = harness.open_loop_run(url=web.url + "/webhooks/midtrans", bodies=bodies, rate=rate)
-            after = _cpu_snapshot(web, simulator)
-            cpu = _cpu_per_request(before, after, len(bodies))
+            result, cpu, machine = _measured(
+                web, simulator, bodies, lambda b=bodies, r=rate: harness.open_loop_run(url=url, bodies=b, rate=r)
+            )
             print(harness.result_line(f"webhook open loop {rate:g}/s", result))
             print(f"    CPU per notification: {cpu['total']:.1f} ms; latency counted from when each was due")
-            print(_machine_line(before, after, cpu, len(bodies)))
+            print(machine)
             print("   ", check_paid(bodies))
+        # What this stack costs before any work: the same gunicorn, Django and middleware.
         floor, floor_cpu = harness.framework_floor(web, concurrency=max(args.senders))
         print(harness.result_line("floor: empty GET /health/live", floor))
         print(

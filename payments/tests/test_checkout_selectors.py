@@ -30,6 +30,12 @@ def entitlement_create(*, email=EMAIL, course_code="kelas-film", status="active"
     )
 
 
+def _budi_checks_out(*, package=None):
+    return order_create(
+        package_id="kelas-film", name="Budi", email=EMAIL, phone="+6281234567890", meta=RequestMeta(), package=package
+    )
+
+
 def test_package_comes_back_whole_with_nothing_open_and_nothing_owned():
     # given
     PackageFactory(id="kelas-film", name="Kelas Film", price=150000, capacity=3, course_code="kursus-film")
@@ -116,14 +122,7 @@ def test_order_create_trusts_a_package_read_only_for_the_same_email():
     assert read_for_siti.owned
 
     # when Budi checks out with it
-    order, attempt = order_create(
-        package_id="kelas-film",
-        name="Budi",
-        email=EMAIL,
-        phone="+6281234567890",
-        meta=RequestMeta(),
-        package=read_for_siti,
-    )
+    order, attempt = _budi_checks_out(package=read_for_siti)
 
     # then Budi's own situation decided: he does not own the course
     assert (order.customer_email, attempt.number) == (EMAIL, 1)
@@ -165,19 +164,10 @@ def test_open_order_committed_after_the_package_was_read_is_reused_not_duplicate
     # given the package read before a concurrent request (a double click) made the open order
     PackageFactory(id="kelas-film")
     read_before = package_for_checkout(package_id="kelas-film", email=EMAIL)
-    first, _ = order_create(
-        package_id="kelas-film", name="Budi", email=EMAIL, phone="+6281234567890", meta=RequestMeta()
-    )
+    first, _ = _budi_checks_out()
 
     # when this request inserts its order (the open-order constraint refuses it)
-    order, attempt = order_create(
-        package_id="kelas-film",
-        name="Budi",
-        email=EMAIL,
-        phone="+6281234567890",
-        meta=RequestMeta(),
-        package=read_before,
-    )
+    order, attempt = _budi_checks_out(package=read_before)
 
     # then the other request's order is the answer, and nothing else was written
     assert "checkout_open_order_race" in caplog.messages
@@ -198,14 +188,7 @@ def test_open_order_paid_after_the_package_was_read_makes_the_customer_an_owner(
 
     # when the checkout goes on with the package it read
     with pytest.raises(AlreadyOwned):
-        order_create(
-            package_id="kelas-film",
-            name="Budi",
-            email=EMAIL,
-            phone="+6281234567890",
-            meta=RequestMeta(),
-            package=snapshot,
-        )
+        _budi_checks_out(package=snapshot)
 
     # then no second order was sold
     assert list(Order.objects.values_list("id", flat=True)) == [pending.id]
