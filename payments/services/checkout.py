@@ -274,7 +274,7 @@ def order_create(
                 now=now,
             )
     except IntegrityError as exc:
-        if OPEN_CONSTRAINT not in str(exc):
+        if not open_order_conflict(exc):
             raise
         # A concurrent request (a double click) committed the open order first: use that one.
         existing = _order_open_live(email=email, package_id=package_id, now=timezone.now())
@@ -292,6 +292,15 @@ def order_create(
         },
     )
     return order, attempt
+
+
+def open_order_conflict(exc: IntegrityError) -> bool:
+    """Whether the one-open-order constraint refused an order. PostgreSQL names the
+    constraint; SQLite (the demo) names its columns instead."""
+    text = str(exc)
+    meta = Order._meta
+    columns = ", ".join(f"{meta.db_table}.{meta.get_field(name).column}" for name in ("customer_email", "package"))
+    return OPEN_CONSTRAINT in text or f"UNIQUE constraint failed: {columns}" in text
 
 
 def _order_open_live(*, email: str, package_id: str, now: datetime) -> Order | None:

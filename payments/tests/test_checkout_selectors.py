@@ -2,14 +2,14 @@
 course, read in one query (checkout's first read), and how the API hands it to the service."""
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from entitlements.models import Entitlement
 from payments.models import AuditEntry, Order, OrderStatus, Package, PaymentAttempt
 from payments.selectors import package_for_checkout
-from payments.services.checkout import AlreadyOwned, RequestMeta, order_create
+from payments.services.checkout import AlreadyOwned, RequestMeta, open_order_conflict, order_create
 from payments.tests.checkout_support import checkout_body, launch_package_ensure
 from payments.tests.factories import OrderFactory, PackageFactory
 
@@ -211,3 +211,26 @@ def test_api_checkout_with_a_nul_or_overlong_email_is_a_400_that_changes_nothing
     assert not Order.objects.exists()
     assert not PaymentAttempt.objects.exists()
     assert not AuditEntry.objects.exists()
+
+
+def test_open_order_conflict_is_recognised_in_postgresql_and_sqlite_words():
+    # given the same partial unique index in SQLite (the demo's database), refusing a second open order
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE payments_order (id TEXT, customer_email TEXT, package_id TEXT, status TEXT)")
+    db.execute(
+        "CREATE UNIQUE INDEX order_one_open_per_email_package ON payments_order (customer_email, package_id) "
+        "WHERE status IN ('CREATED', 'PENDING_PAYMENT')"
+    )
+    db.execute("INSERT INTO payments_order VALUES ('A', 'budi@example.com', 'kelas-film', 'PENDING_PAYMENT')")
+    with pytest.raises(sqlite3.IntegrityError) as sqlite_error:
+        db.execute("INSERT INTO payments_order VALUES ('B', 'budi@example.com', 'kelas-film', 'CREATED')")
+
+    # then SQLite's words and PostgreSQL's are both the one-open-order conflict, and nothing else is
+    assert open_order_conflict(IntegrityError(str(sqlite_error.value)))
+    assert open_order_conflict(
+        IntegrityError('duplicate key value violates unique constraint "order_one_open_per_email_package"')
+    )
+    assert not open_order_conflict(IntegrityError("UNIQUE constraint failed: payments_order.id"))
+    assert not open_order_conflict(IntegrityError('violates check constraint "order_amount_positive"'))

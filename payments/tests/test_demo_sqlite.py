@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,13 @@ def test_demo_on_sqlite_takes_a_checkout_to_paid(tmp_path):
         # then the webhook made the order PAID, and the customer was told by email and WhatsApp
         status, seen = _request(f"{base}/api/orders/{order['order_id']}/")
         assert (status, seen["status"]) == (200, "PAID"), seen
+
+        # and a double (quadruple) click of another customer makes one order, never a 500
+        body = {"package_id": "ai-movie-course", "name": "Siti", "email": "siti@example.com", "phone": "081298765432"}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(lambda _: _request(f"{base}/api/checkout/", body=body), range(4)))
+        assert {status for status, _ in answers} <= {200, 201}, answers
+        assert len({answer["order_id"] for _, answer in answers}) == 1, answers
     finally:
         server.terminate()
         server.wait(timeout=10)
