@@ -4,6 +4,7 @@ import functools
 
 from django.db import DatabaseError, connections
 from django.db.models import Model
+from django.db.models.fields import AutoFieldMixin
 
 
 def row_insert_or_skip(instance: Model) -> bool:
@@ -23,6 +24,7 @@ def row_insert_or_skip(instance: Model) -> bool:
     model = type(instance)
     connection = connections[model.objects.db]
     meta = model._meta
+    _auto_pk_check(meta)
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(instance, add=True), connection) for f in fields]
     qn = connection.ops.quote_name
@@ -41,6 +43,11 @@ def row_insert_or_skip(instance: Model) -> bool:
     return True
 
 
+def _auto_pk_check(meta) -> None:
+    if not isinstance(meta.pk, AutoFieldMixin):
+        raise TypeError(f"{meta.label}: these inserts leave the primary key to the database; it is not automatic")
+
+
 def rows_insert(instances: list[Model]) -> None:
     """INSERT rows of one model with a single multi-row statement; nothing is read back.
 
@@ -54,6 +61,7 @@ def rows_insert(instances: list[Model]) -> None:
     model = type(instances[0])
     connection = connections[model.objects.db]
     meta = model._meta
+    _auto_pk_check(meta)
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
     qn = connection.ops.quote_name
@@ -64,6 +72,12 @@ def rows_insert(instances: list[Model]) -> None:
         cursor.execute(sql, values)
     for obj in instances:
         obj._state.adding, obj._state.db = False, connection.alias
+
+
+def _where_check(where: dict) -> None:
+    # `col = NULL` matches nothing, where the ORM would say IS NULL: refuse it rather than miss.
+    if any(value is None for value in where.values()):
+        raise ValueError("a condition on None: these statements compare with =, never IS NULL")
 
 
 def row_update_if(model: type[Model], *, pk, where: dict, values: dict) -> bool:
@@ -78,6 +92,7 @@ def row_update_if(model: type[Model], *, pk, where: dict, values: dict) -> bool:
     meta, qn = model._meta, connection.ops.quote_name
     assigned = [meta.get_field(name) for name in values]
     compared = [meta.get_field(name) for name in where]
+    _where_check(where)
     # Identifiers from the model's own metadata; every value is a parameter.
     assignments = ", ".join(f"{qn(f.column)} = %s" for f in assigned)
     conditions = "".join(f" AND {qn(f.column)} = %s" for f in compared)
@@ -142,6 +157,9 @@ def rows_select(model: type[Model], *, where: dict, order_by: str = "", lock: bo
     connection = connections[alias]
     meta, qn = model._meta, connection.ops.quote_name
     reader = row_reader(model, alias)
+    if not where:
+        raise ValueError("rows_select needs a condition")
+    _where_check(where)
     compared = [meta.get_field(name) if name != "pk" else meta.pk for name in where]
     # Identifiers from the model's own metadata; every value is a parameter.
     conditions = " AND ".join(f"{qn(f.column)} = %s" for f in compared)
@@ -161,7 +179,8 @@ def row_save(instance: Model, *, fields: list[str]) -> None:
     as save() sets them). Raises DatabaseError, as save() does, when the row is gone.
 
     For rows the caller has locked; no pre_save/post_save signals are sent (nothing in this
-    project listens to them)."""
+    project listens to them), and a model's own save() is skipped: not for models that
+    override it (Package fills in its course code there)."""
     model = type(instance)
     meta = model._meta
     values = {}

@@ -133,3 +133,23 @@ def test_row_update_if_changes_the_row_only_when_it_still_matches():
 
 def test_row_reader_is_built_once_per_model_and_database():
     assert row_reader(Order, "default") is row_reader(Order, "default")
+
+
+def test_conditions_these_statements_cannot_say_are_refused_before_anything_runs():
+    order = OrderFactory(status="CREATED")
+    with pytest.raises(ValueError):
+        rows_select(Order, where={})
+    with pytest.raises(ValueError):
+        rows_select(Order, where={"paid_at": None})
+    with pytest.raises(ValueError):
+        row_update_if(Order, pk=order.pk, where={"paid_at": None}, values={"status": "EXPIRED"})
+    assert Order.objects.get(pk=order.pk).status == "CREATED"
+
+
+def test_inserts_refuse_a_model_whose_primary_key_is_not_automatic():
+    order = OrderFactory.build()
+    with pytest.raises(TypeError):
+        row_insert_or_skip(order)
+    with pytest.raises(TypeError):
+        rows_insert([order])
+    assert not Order.objects.exists()

@@ -295,12 +295,16 @@ def order_create(
 
 
 def open_order_conflict(exc: IntegrityError) -> bool:
-    """Whether the one-open-order constraint refused an order. PostgreSQL names the
-    constraint; SQLite (the demo) names its columns instead."""
-    text = str(exc)
+    """Whether the one-open-order constraint refused an order. PostgreSQL names the violated
+    constraint in the error's diagnostics; SQLite (the demo) only says which columns, in a
+    message that carries no values. Never a search in PostgreSQL's text: its DETAIL line
+    quotes the row, so a customer's name could contain any word."""
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+    if constraint is not None:
+        return constraint == OPEN_CONSTRAINT
     meta = Order._meta
     columns = ", ".join(f"{meta.db_table}.{meta.get_field(name).column}" for name in ("customer_email", "package"))
-    return OPEN_CONSTRAINT in text or f"UNIQUE constraint failed: {columns}" in text
+    return str(exc) == f"UNIQUE constraint failed: {columns}"
 
 
 def _order_open_live(*, email: str, package_id: str, now: datetime) -> Order | None:

@@ -1,8 +1,10 @@
 """package_for_checkout: the package, the customer's open order of it and whether they own the
 course, read in one query (checkout's first read), and how the API hands it to the service."""
 
+import sqlite3
+
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -213,24 +215,42 @@ def test_api_checkout_with_a_nul_or_overlong_email_is_a_400_that_changes_nothing
     assert not AuditEntry.objects.exists()
 
 
-def test_open_order_conflict_is_recognised_in_postgresql_and_sqlite_words():
-    # given the same partial unique index in SQLite (the demo's database), refusing a second open order
-    import sqlite3
+def _insert_error(**fields) -> IntegrityError:
+    with pytest.raises(IntegrityError) as error, transaction.atomic():
+        OrderFactory(**fields)
+    return error.value
 
+
+def test_open_order_conflict_is_the_constraint_postgresql_names_not_words_in_its_message():
+    # given a customer's open order, and a name that spells the constraint's name
+    package = PackageFactory(id="kelas-film")
+    sneaky = "order_one_open_per_email_package"
+    OrderFactory(package=package, customer_email=EMAIL, status=OrderStatus.PENDING_PAYMENT)
+
+    # when PostgreSQL refuses a second open order, and an order that breaks another rule
+    second_open = _insert_error(package=package, customer_email=EMAIL, status=OrderStatus.CREATED)
+    bad_amount = _insert_error(package=package, customer_email="siti@example.com", customer_name=sneaky, amount=0)
+
+    # then only the first is the open-order race (the other's message quotes the name)
+    assert sneaky in str(bad_amount)
+    assert open_order_conflict(second_open)
+    assert not open_order_conflict(bad_amount)
+
+
+def test_open_order_conflict_is_recognised_in_sqlite_words():
+    # given the same partial unique index in SQLite (the demo's database), refusing a second open order
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE payments_order (id TEXT, customer_email TEXT, package_id TEXT, status TEXT)")
+    db.execute("CREATE TABLE payments_order (id TEXT UNIQUE, customer_email TEXT, package_id TEXT, status TEXT)")
     db.execute(
         "CREATE UNIQUE INDEX order_one_open_per_email_package ON payments_order (customer_email, package_id) "
         "WHERE status IN ('CREATED', 'PENDING_PAYMENT')"
     )
     db.execute("INSERT INTO payments_order VALUES ('A', 'budi@example.com', 'kelas-film', 'PENDING_PAYMENT')")
-    with pytest.raises(sqlite3.IntegrityError) as sqlite_error:
+    with pytest.raises(sqlite3.IntegrityError) as open_twice:
         db.execute("INSERT INTO payments_order VALUES ('B', 'budi@example.com', 'kelas-film', 'CREATED')")
+    with pytest.raises(sqlite3.IntegrityError) as same_id:
+        db.execute("INSERT INTO payments_order VALUES ('A', 'siti@example.com', 'kelas-film', 'CREATED')")
 
-    # then SQLite's words and PostgreSQL's are both the one-open-order conflict, and nothing else is
-    assert open_order_conflict(IntegrityError(str(sqlite_error.value)))
-    assert open_order_conflict(
-        IntegrityError('duplicate key value violates unique constraint "order_one_open_per_email_package"')
-    )
-    assert not open_order_conflict(IntegrityError("UNIQUE constraint failed: payments_order.id"))
-    assert not open_order_conflict(IntegrityError('violates check constraint "order_amount_positive"'))
+    # then SQLite's words for the open-order index are the race, and another unique key's are not
+    assert open_order_conflict(IntegrityError(str(open_twice.value)))
+    assert not open_order_conflict(IntegrityError(str(same_id.value)))
