@@ -2,9 +2,32 @@
 
 import functools
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
+
+
+def _insert(instances: list[Model], *, suffix: str = "") -> tuple[str, list, object]:
+    """One multi-row INSERT of `instances` (one model, primary key left to the database):
+    (sql, params, connection). Identifiers come from the model's own metadata; every value
+    is a parameter. PostgreSQL and SQLite (3.35+) both speak ON CONFLICT and RETURNING."""
+    model = type(instances[0])
+    connection = connections[router.db_for_write(model)]
+    meta = model._meta
+    if not isinstance(meta.pk, AutoFieldMixin):
+        raise TypeError(f"{meta.label}: these inserts leave the primary key to the database; it is not automatic")
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row] * len(instances))}{suffix}"  # noqa: S608
+    return sql, params, connection
+
+
+def _stored(instance: Model, pk, connection) -> None:
+    instance.pk = pk
+    instance._state.adding, instance._state.db = False, connection.alias
 
 
 def row_insert_or_skip(instance: Model) -> bool:
@@ -17,35 +40,41 @@ def row_insert_or_skip(instance: Model) -> bool:
 
     Django's bulk_create(ignore_conflicts=True) sends the same INSERT but returns no pk, so
     the row would have to be read back, and outside a transaction it wraps the INSERT in
-    BEGIN/COMMIT: four round trips where one does. PostgreSQL and SQLite (3.35+) both speak
-    this statement. For models whose primary key the database makes (AutoField): it is left
-    out of the INSERT.
+    BEGIN/COMMIT: four round trips where one does.
     """
     model = type(instance)
-    connection = connections[model.objects.db]
-    meta = model._meta
-    _auto_pk_check(meta)
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(instance, add=True), connection) for f in fields]
-    qn = connection.ops.quote_name
-    # Identifiers from the model's own metadata; every value is a parameter.
-    columns = ", ".join(qn(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table, pk = qn(meta.db_table), qn(meta.pk.column)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING RETURNING {pk}"  # noqa: S608
+    pk = connections[router.db_for_write(model)].ops.quote_name(model._meta.pk.column)
+    sql, params, connection = _insert([instance], suffix=f" ON CONFLICT DO NOTHING RETURNING {pk}")
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
-    instance.pk = row[0]
-    instance._state.adding, instance._state.db = False, connection.alias
+    _stored(instance, row[0], connection)
     return True
 
 
-def _auto_pk_check(meta) -> None:
-    if not isinstance(meta.pk, AutoFieldMixin):
-        raise TypeError(f"{meta.label}: these inserts leave the primary key to the database; it is not automatic")
+def rows_insert_or_skip(instances: list[Model], *, key: str) -> list[Model]:
+    """row_insert_or_skip() for several rows in one statement, skipping those whose unique
+    field `key` is taken (ON CONFLICT (key) DO NOTHING). Returns the rows this call stored,
+    in the order given, their pks set. The rows are inserted in `key` order, so transactions
+    inserting overlapping keys take the unique index's locks in the same order and cannot
+    deadlock."""
+    if not instances:
+        return []
+    meta = type(instances[0])._meta
+    field = meta.get_field(key)
+    ordered = sorted(instances, key=lambda obj: getattr(obj, field.attname))
+    qn = connections[router.db_for_write(type(instances[0]))].ops.quote_name
+    suffix = f" ON CONFLICT ({qn(field.column)}) DO NOTHING RETURNING {qn(meta.pk.column)}, {qn(field.column)}"
+    sql, params, connection = _insert(ordered, suffix=suffix)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        stored = {value: pk for pk, value in cursor.fetchall()}
+    created = [obj for obj in instances if getattr(obj, field.attname) in stored]
+    for obj in created:
+        _stored(obj, stored[getattr(obj, field.attname)], connection)
+    return created
 
 
 def rows_insert(instances: list[Model]) -> None:
@@ -53,23 +82,13 @@ def rows_insert(instances: list[Model]) -> None:
 
     For write-only rows (an audit trail) whose primary keys nobody needs: bulk_create would
     also ask for the keys back and sort the rows into batches, which costs more CPU than the
-    INSERT itself when a transaction writes two or three of them. For models whose primary
-    key the database makes (AutoField): it is left out of the INSERT.
+    INSERT itself when a transaction writes two or three of them.
     """
     if not instances:
         return
-    model = type(instances[0])
-    connection = connections[model.objects.db]
-    meta = model._meta
-    _auto_pk_check(meta)
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
-    qn = connection.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    sql = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row] * len(instances))}"  # noqa: S608
+    sql, params, connection = _insert(instances)
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(sql, params)
     for obj in instances:
         obj._state.adding, obj._state.db = False, connection.alias
 
@@ -88,7 +107,7 @@ def row_update_if(model: type[Model], *, pk, where: dict, values: dict) -> bool:
     it is judged; the row stays locked until the transaction ends. QuerySet.update() spends
     three to five times the CPU composing the same statement.
     """
-    connection = connections[model.objects.db]
+    connection = connections[router.db_for_write(model)]
     meta, qn = model._meta, connection.ops.quote_name
     assigned = [meta.get_field(name) for name in values]
     compared = [meta.get_field(name) for name in where]

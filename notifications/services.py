@@ -31,10 +31,11 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connections, router, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from buatfilm.db import rows_insert_or_skip
 from notifications.backends import PermanentError, TransientError, channel_send
 from notifications.models import Notification, NotificationAttempt
 
@@ -176,9 +177,10 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
         )
         for m in first_by_key.values()
     ]
-    using = router.db_for_write(Notification)
-    stored = _notifications_insert(rows=rows, using=using)
-    created = []
+    # One round trip for all rows, where get_or_create took four per row (SELECT, SAVEPOINT,
+    # INSERT, RELEASE); a duplicate key is skipped rather than raised, so no savepoint, and a
+    # concurrent insert of the same key waits for the other transaction, then is skipped.
+    created = rows_insert_or_skip(rows, key="dedupe_key")
     for row in rows:
         log_extra = {
             "order_id": row.reference,
@@ -186,47 +188,14 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
             "template": row.template,
             "dedupe_key": row.dedupe_key,
         }
-        if row.dedupe_key not in stored:
+        if row._state.adding:
             # The stored row's id is not read back: the dedupe key names it.
             logger.info("notification_enqueue_duplicate", extra=log_extra)
-            continue
-        row.pk = stored[row.dedupe_key]
-        row._state.adding, row._state.db = False, using
-        created.append(row)
-        logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
+        else:
+            logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
     if created:
-        _kick_after_commit(rows=created, using=using)
+        _kick_after_commit(rows=created, using=created[0]._state.db)
     return created
-
-
-def _notifications_insert(*, rows: list[Notification], using: str) -> dict[str, int]:
-    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key: the ids of
-    the rows this statement stored, by dedupe key.
-
-    One round trip for all rows. get_or_create took four per row (SELECT, SAVEPOINT, INSERT,
-    RELEASE) plus the ORM's compile; ON CONFLICT DO NOTHING needs no savepoint, since a
-    duplicate key is skipped rather than raised, and a concurrent insert of the same key
-    waits for the other transaction and is then skipped (or stored, if that one rolled back).
-    """
-    connection = connections[using]
-    meta = Notification._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    # In key order, so two transactions inserting overlapping keys take the unique index's
-    # locks in the same order and cannot deadlock.
-    rows = sorted(rows, key=lambda row: row.dedupe_key)
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for row in rows for f in fields]
-    qn = connection.ops.quote_name
-    # Identifiers from the model's own metadata; every value is a parameter.
-    columns = ", ".join(qn(f.column) for f in fields)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * len(rows))
-    table, pk, key = qn(meta.db_table), qn(meta.pk.column), qn(meta.get_field("dedupe_key").column)
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES {placeholders} "  # noqa: S608
-        f"ON CONFLICT ({key}) DO NOTHING RETURNING {pk}, {key}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        return {dedupe_key: pk for pk, dedupe_key in cursor.fetchall()}
 
 
 class _KickBatch:

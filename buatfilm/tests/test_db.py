@@ -6,7 +6,15 @@ import pytest
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip, row_reader, row_save, row_update_if, rows_insert, rows_select
+from buatfilm.db import (
+    row_insert_or_skip,
+    row_reader,
+    row_save,
+    row_update_if,
+    rows_insert,
+    rows_insert_or_skip,
+    rows_select,
+)
 from payments.models import AuditEntry, Order, PaymentAttempt, PaymentEvent
 from payments.tests.factories import OrderFactory, PaymentAttemptFactory
 
@@ -153,3 +161,19 @@ def test_inserts_refuse_a_model_whose_primary_key_is_not_automatic():
     with pytest.raises(TypeError):
         rows_insert([order])
     assert not Order.objects.exists()
+
+
+def test_rows_insert_or_skip_stores_new_keys_and_skips_taken_ones_in_one_statement(django_assert_num_queries):
+    # given one key already stored
+    row_insert_or_skip(_event(dedup_key="webhook:taken"))
+    taken, first_new, second_new = (_event(dedup_key=key) for key in ("webhook:taken", "webhook:z", "webhook:a"))
+
+    # when three rows are inserted, one with the taken key
+    with django_assert_num_queries(1):
+        created = rows_insert_or_skip([taken, first_new, second_new], key="dedup_key")
+
+    # then the two new ones are stored, in the order given, their pks set; the taken one is untouched
+    assert created == [first_new, second_new]
+    assert all(row.pk is not None and not row._state.adding for row in created)
+    assert taken.pk is None and taken._state.adding
+    assert PaymentEvent.objects.count() == 3
