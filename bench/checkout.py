@@ -200,19 +200,9 @@ def main() -> None:
     snap_auth = {"Authorization": "Basic " + base64.b64encode(f"{harness.SERVER_KEY}:".encode()).decode()}
 
     rows = []
-    with (
-        harness.Gunicorn(
-            env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
-        ) as sim,
-        harness.Gunicorn(
-            env=web_env,
-            port=web_port,
-            workers=args.web_workers,
-            threads=args.web_threads,
-            label="web",
-            worker_class=args.web_worker_class,
-        ) as web,
-    ):
+    with harness.web_and_simulator(
+        args=args, web_env=web_env, web_port=web_port, sim_env=sim_env, sim_port=sim_port
+    ) as (web, sim):
         print(
             f"web: gunicorn {args.web_workers} {args.web_worker_class} workers x {args.web_threads} threads "
             f"(log {web.log_path}); "

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -199,6 +200,28 @@ class Gunicorn:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@contextmanager
+def web_and_simulator(*, args, web_env: dict, web_port: int, sim_env: dict, sim_port: int, web_extra_args=()):
+    """The product and the Midtrans simulator, each under its own gunicorn, sized by the
+    bench's --web-workers/--web-threads/--web-worker-class and --sim-workers/--sim-threads;
+    yields (web, simulator)."""
+    with (
+        Gunicorn(
+            env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
+        ) as simulator,
+        Gunicorn(
+            env=web_env,
+            port=web_port,
+            workers=args.web_workers,
+            threads=args.web_threads,
+            label="web",
+            worker_class=args.web_worker_class,
+            extra_args=web_extra_args,
+        ) as web,
+    ):
+        yield web, simulator
 
 
 def _proc_stat_fields(pid: int) -> list[str] | None:

@@ -297,20 +297,14 @@ def main() -> None:
     )
     results = []
     cpu_at: dict[int, dict] = {}
-    with (
-        harness.Gunicorn(
-            env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
-        ) as simulator,
-        harness.Gunicorn(
-            env=web_env,
-            port=web_port,
-            workers=args.web_workers,
-            threads=args.web_threads,
-            label="web",
-            worker_class=args.web_worker_class,
-            extra_args=() if args.web_keep_alive is None else ("--keep-alive", str(args.web_keep_alive)),
-        ) as web,
-    ):
+    with harness.web_and_simulator(
+        args=args,
+        web_env=web_env,
+        web_port=web_port,
+        sim_env=sim_env,
+        sim_port=sim_port,
+        web_extra_args=() if args.web_keep_alive is None else ("--keep-alive", str(args.web_keep_alive)),
+    ) as (web, simulator):
         keep_alive = "" if args.web_keep_alive is None else f", keep-alive {args.web_keep_alive} s"
         print(
             f"web: gunicorn {args.web_workers} {args.web_worker_class} workers x {args.web_threads} threads"
