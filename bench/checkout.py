@@ -4,7 +4,7 @@
 
 What runs: PostgreSQL (a scratch database `buatfilm_bench_checkout`, dropped, re-created,
 migrated), the shared bench Redis (the payment-instruction messages' Celery kicks go there
-and are flushed afterwards), the product under gunicorn (gthread workers, DEBUG off, INFO
+and are flushed afterwards), the product under gunicorn (4 sync workers as in the Procfile, DEBUG off, INFO
 logs to a file as in production, MIDTRANS_SIMULATOR off) and the Midtrans simulator under its
 own gunicorn, since Midtrans is a separate party.
 
@@ -163,9 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800], help="per client level")
-    parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--web-threads", type=int, default=8)
-    parser.add_argument("--web-worker-class", default="gthread", choices=["gthread", "sync"])
+    # The Procfile's web process: 4 sync workers (see the README's Processes section).
+    parser.add_argument("--web-workers", type=int, default=4)
+    parser.add_argument("--web-threads", type=int, default=1)
+    parser.add_argument("--web-worker-class", default="sync", choices=["gthread", "sync"])
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=16)
     parser.add_argument(
