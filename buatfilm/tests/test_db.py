@@ -3,10 +3,11 @@
 import threading
 
 import pytest
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from buatfilm.db import (
+    row_insert,
     row_insert_or_skip,
     row_reader,
     row_save,
@@ -16,7 +17,7 @@ from buatfilm.db import (
     rows_select,
 )
 from payments.models import AuditEntry, Order, PaymentAttempt, PaymentEvent
-from payments.tests.factories import OrderFactory, PaymentAttemptFactory
+from payments.tests.factories import OrderFactory, PackageFactory, PaymentAttemptFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -161,6 +162,43 @@ def test_inserts_refuse_a_model_whose_primary_key_is_not_automatic():
     with pytest.raises(TypeError):
         rows_insert([order])
     assert not Order.objects.exists()
+
+
+def test_row_insert_stores_what_save_would_with_either_kind_of_primary_key(django_assert_num_queries):
+    # given an order whose key the model makes (a default) and an attempt whose key the database makes
+    order = OrderFactory.build(package=PackageFactory())
+    attempt = PaymentAttemptFactory.build(order=order, midtrans_order_id=f"{order.pk}-1")
+
+    # when each is inserted with row_insert
+    with django_assert_num_queries(2):
+        row_insert(order)
+        row_insert(attempt)
+
+    # then the rows read back equal the instances, the attempt got its database key, and both
+    # instances are marked stored as after save()
+    assert attempt.pk is not None
+    stored_order, stored_attempt = Order.objects.get(pk=order.pk), PaymentAttempt.objects.get(pk=attempt.pk)
+    for field in Order._meta.concrete_fields:
+        assert getattr(stored_order, field.attname) == getattr(order, field.attname), field.name
+    for field in PaymentAttempt._meta.concrete_fields:
+        assert getattr(stored_attempt, field.attname) == getattr(attempt, field.attname), field.name
+    assert not order._state.adding and not attempt._state.adding
+
+
+def test_row_insert_refused_by_a_constraint_raises_integrity_error_and_stores_nothing():
+    # given a stored attempt
+    existing = PaymentAttemptFactory()
+    duplicate = PaymentAttemptFactory.build(order=existing.order, midtrans_order_id=existing.midtrans_order_id)
+    same_key = OrderFactory.build(id=existing.order.pk, package=existing.order.package)
+
+    # when the same unique Midtrans order id, or the same order key, is inserted again
+    for instance in (duplicate, same_key):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            row_insert(instance)
+
+    # then the error is save()'s and nothing more was stored
+    assert PaymentAttempt.objects.count() == 1 and Order.objects.count() == 1
+    assert duplicate.pk is None
 
 
 def test_rows_insert_or_skip_stores_new_keys_and_skips_taken_ones_in_one_statement(django_assert_num_queries):

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 
 from django.db import models, transaction
 
-from buatfilm.db import rows_insert
+from buatfilm.db import row_insert, rows_insert
 from buatfilm.logging import current_request_id
 from payments.models import AuditEntry
 
@@ -40,7 +40,7 @@ def audit_record(
     if pending is not None:
         pending.append(entry)
     else:
-        entry.save(force_insert=True)
+        row_insert(entry)
     return entry
 
 

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from buatfilm.db import row_update_if
+from buatfilm.db import row_insert, row_update_if
 from payments import midtrans
 from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Package, PaymentAttempt
 from payments.notices import notice_expired, notice_payment_instructions
@@ -373,8 +373,8 @@ def _order_insert(
     attempt = _attempt_new(order=order, number=1)
     # Like create(): an IntegrityError when a constraint refuses the order (the one-open-order
     # rule included); both rows are part of the caller's transaction.
-    order.save(force_insert=True)
-    attempt.save(force_insert=True)
+    row_insert(order)
+    row_insert(attempt)
     audit_record(
         actor=ACTOR,
         action="order_created",
@@ -405,7 +405,7 @@ def _attempt_new(*, order: Order, number: int) -> PaymentAttempt:
 
 def _attempt_insert(*, order: Order, number: int) -> PaymentAttempt:
     attempt = _attempt_new(order=order, number=number)
-    attempt.save(force_insert=True)
+    row_insert(attempt)
     _attempt_created_audit(attempt=attempt)
     return attempt
 
