@@ -1,0 +1,511 @@
+"""The Midtrans client's HTTP layer over real sockets: kept-alive connections (reuse, the idle limit,
+a fork, closing them), requests as requests sent them, the environment's proxy and CA bundle, and
+answers that break off. Small local servers stand in for Midtrans and for a proxy; no HTTP library
+is mocked. requests stays installed (other modules use it), so it also serves as the reference for
+what the environment meant to it."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from payments import midtrans
+
+ORDER = "BF-20260101-HTTPTEST-1"
+KEY = "SB-Mid-server-HTTP-TEST"
+_ENVIRONMENT = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, settings):
+    # The machine's own proxy or CA settings must not decide these tests; pools built under another
+    # environment are dropped (the next call reads the environment again).
+    for name in _ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    settings.MIDTRANS_SERVER_KEY = KEY
+    settings.MIDTRANS_STATUS_RETRIES = 0
+    midtrans.http_sessions_close()
+    yield
+    midtrans.http_sessions_close()
+
+
+def _wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def _status() -> dict:
+    return midtrans.transaction_status(midtrans_order_id=ORDER)
+
+
+def _json_answer(handler, payload: dict, status: int = 200) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def _raw_answer(data: bytes):
+    """An answer written byte for byte, after which the server closes the connection."""
+
+    def answer(handler) -> None:
+        handler.wfile.write(data)
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    return answer
+
+
+class _MidtransHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections alive
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        server = self.server
+        server.seen.append(
+            {
+                "port": self.client_address[1],
+                "method": self.command,
+                "path": self.path,
+                "headers": self.headers,
+                "body": self.rfile.read(length) if length else b"",
+            }
+        )
+        if server.delay:
+            time.sleep(server.delay)
+        if server.answers:
+            server.answers.pop(0)(self)
+            return
+        payload = {"status_code": "200", "transaction_status": "settlement", "order_id": ORDER}
+        _json_answer(self, {**payload, "client_port": self.client_address[1]})
+
+    def finish(self) -> None:
+        super().finish()
+        self.server.closed_ports.append(self.client_address[1])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _tunnel(client: socket.socket, upstream: socket.socket) -> None:
+    try:
+        while True:
+            readable, _, _ = select.select([client, upstream], [], [], 10)
+            if not readable:
+                return
+            for source in readable:
+                data = source.recv(65536)
+                if not data:
+                    return
+                (upstream if source is client else client).sendall(data)
+    finally:
+        upstream.close()
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """A forward proxy: CONNECT tunnels to the target; a plain-HTTP request is answered here."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_CONNECT(self) -> None:
+        self.server.seen.append({"method": "CONNECT", "target": self.path, "headers": self.headers})
+        host, port = self.path.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        _tunnel(self.connection, upstream)
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.seen.append({"method": self.command, "target": self.path, "headers": self.headers})
+        _json_answer(self, {"status_code": "200", "order_id": ORDER, "answered_by": "proxy"})
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, handler, tls: ssl.SSLContext | None = None):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.seen: list[dict] = []
+        self.closed_ports: list[int] = []
+        self.answers: list = []
+        self.delay = 0.0
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.port = self.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def midtrans_server(settings):
+    server = _Server(_MidtransHandler)
+    settings.MIDTRANS_API_URL = settings.MIDTRANS_SNAP_URL = server.url
+    yield server
+    midtrans.http_sessions_close()
+    server.stop()
+
+
+@pytest.fixture
+def proxy_server():
+    server = _Server(_ProxyHandler)
+    yield server
+    midtrans.http_sessions_close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (only), its key, and a hashed CA directory holding it."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.fail("the openssl command is missing (Debian package openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key, ca_dir = folder / "cert.pem", folder / "key.pem", folder / "ca"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subject_hash = subprocess.run(
+        [openssl, "x509", "-hash", "-noout", "-in", str(cert)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    ca_dir.mkdir()
+    shutil.copy(cert, ca_dir / f"{subject_hash}.0")
+    return {"cert": str(cert), "key": str(key), "ca_dir": str(ca_dir)}
+
+
+@pytest.fixture
+def tls_server(certificate, settings):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate["cert"], certificate["key"])
+    server = _Server(_MidtransHandler, tls=context)
+    settings.MIDTRANS_API_URL = settings.MIDTRANS_SNAP_URL = server.url
+    yield server
+    midtrans.http_sessions_close()
+    server.stop()
+
+
+# --- kept-alive connections ------------------------------------------------------------------------
+
+
+def test_calls_reuse_one_kept_alive_connection_across_threads(midtrans_server):
+    ports = [_status()["client_port"] for _ in range(3)]
+    other_thread = []
+    thread = threading.Thread(target=lambda: other_thread.append(_status()["client_port"]))
+    thread.start()
+    thread.join()
+    assert len(set(ports + other_thread)) == 1
+    assert midtrans_server.closed_ports == []
+
+
+def test_a_connection_idle_longer_than_the_limit_is_not_reused(midtrans_server, monkeypatch):
+    monkeypatch.setattr(midtrans, "_KEEPALIVE_IDLE_SECONDS", 0.3)
+    first = _status()["client_port"]
+    assert _status()["client_port"] == first  # called again at once: reused
+    time.sleep(0.5)
+    later = _status()["client_port"]
+    assert later != first
+    _wait_for(lambda: first in midtrans_server.closed_ports)  # the idle one was closed, not left open
+    assert _status()["client_port"] == later
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(midtrans_server):
+    parent_port = _status()["client_port"]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection's port and leave at once, without pytest's teardown
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, str(_status()["client_port"]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_port = pipe.read()
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert child_port and int(child_port) != parent_port
+    # The parent's kept-alive connection was neither used nor closed by the child.
+    assert _status()["client_port"] == parent_port
+    assert parent_port not in midtrans_server.closed_ports
+
+
+def test_http_sessions_close_closes_every_kept_connection(midtrans_server):
+    midtrans_server.delay = 0.3  # calls at the same time need a connection each
+    threads = [threading.Thread(target=_status) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ports = {request["port"] for request in midtrans_server.seen}
+    assert len(ports) == 3
+    assert not ports & set(midtrans_server.closed_ports)
+    midtrans.http_sessions_close()
+    _wait_for(lambda: ports <= set(midtrans_server.closed_ports))
+    midtrans_server.delay = 0.0
+    assert _status()["client_port"] not in ports  # and the next call connects afresh
+
+
+# --- the request ----------------------------------------------------------------------------------------
+
+
+def test_requests_go_out_as_requests_sent_them(midtrans_server):
+    # given a refund with a non-ASCII reason, a status read and a body-less cancel
+    midtrans.transaction_refund(
+        midtrans_order_id=ORDER, refund_key="rk-1", amount=5000, reason="Kelas dibatalkan — maaf, Budi"
+    )
+    _status()
+    midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    refund, status, cancel = midtrans_server.seen
+    expected_auth = "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
+    for seen in (refund, status, cancel):
+        assert seen["headers"]["Accept"] == "application/json"
+        assert seen["headers"]["Content-Type"] == "application/json"
+        assert seen["headers"]["Authorization"] == expected_auth
+    # then each is what requests' json= would have sent
+    cases = [
+        (
+            refund,
+            "POST",
+            f"/v2/{ORDER}/refund",
+            {"refund_key": "rk-1", "amount": 5000, "reason": "Kelas dibatalkan — maaf, Budi"},
+        ),
+        (status, "GET", f"/v2/{ORDER}/status", None),
+        (cancel, "POST", f"/v2/{ORDER}/cancel", None),
+    ]
+    for seen, method, path, payload in cases:
+        reference = requests.Request(method, midtrans_server.url + path, json=payload).prepare()
+        assert (seen["method"], seen["path"]) == (method, path)
+        assert seen["body"] == (reference.body or b"")
+        assert seen["headers"].get("Content-Length") == reference.headers.get("Content-Length")
+
+
+# --- the answer -----------------------------------------------------------------------------------------
+
+
+def test_retry_after_and_location_are_read_whatever_their_case(midtrans_server):
+    midtrans_server.answers = [
+        _raw_answer(
+            b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 7\r\n"
+            b'content-length: 21\r\n\r\n{"status_code":"429"}'
+        ),
+        _raw_answer(b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example/v2\r\ncontent-length: 0\r\n\r\n"),
+    ]
+    with pytest.raises(midtrans.MidtransRateLimited) as limited:
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert limited.value.retry_after == 7.0
+    with pytest.raises(midtrans.MidtransConfigurationError) as redirected:
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert redirected.value.location == "https://elsewhere.example/v2"
+    assert len(midtrans_server.seen) == 2  # the redirect was not followed
+
+
+def test_a_connection_closed_without_an_answer_is_a_timeout(midtrans_server):
+    midtrans_server.answers = [_raw_answer(b"")]
+    with pytest.raises(midtrans.MidtransTimeout, match="Midtrans did not answer"):
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+
+
+def test_an_answer_cut_short_is_a_server_error(midtrans_server):
+    midtrans_server.answers = [
+        _raw_answer(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"status_')
+    ]
+    with pytest.raises(midtrans.MidtransServerError) as exc:
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert not isinstance(exc.value, midtrans.MidtransTimeout)
+    assert _status()["order_id"] == ORDER  # the broken connection was not reused
+
+
+def test_a_json_answer_is_read_as_utf8_with_bad_bytes_replaced(midtrans_server):
+    data = '{"status_code": "200", "order_id": "Budi \u2014 '.encode() + b'\xff"}'
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+    midtrans_server.answers = [_raw_answer(head.encode() + data)]
+    assert _status()["order_id"] == "Budi \u2014 \ufffd"
+
+
+# --- the environment: proxy and CA bundle ------------------------------------------------------------------
+
+_PROXY = "http://proxy.local:3128"
+
+
+@pytest.mark.parametrize(
+    ("environment", "url"),
+    [
+        ({}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY}, "http://127.0.0.1:8000"),
+        ({"HTTP_PROXY": _PROXY}, "http://127.0.0.1:8000"),
+        ({"https_proxy": "http://lower.local:1", "HTTPS_PROXY": "http://upper.local:2"}, "https://api.midtrans.com"),
+        ({"ALL_PROXY": _PROXY}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": "proxy.local:3128"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": "http://bob:s%3Acret@proxy.local:3128"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": "http://bob@proxy.local:3128"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": ".midtrans.com"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "midtrans.com"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "ample.com"}, "https://example.com"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"}, "https://api.midtrans.com:8443"),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"}, "https://api.midtrans.com"),
+        ({"HTTPS_PROXY": _PROXY, "no_proxy": "*"}, "https://api.midtrans.com"),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "foo.example, 10.0.0.0/8"}, "http://10.1.2.3:8000"),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/8"}, "http://11.1.2.3:8000"),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/0"}, "http://10.1.2.3:8000"),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8000"),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "localhost"}, "http://localhost:8000"),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}, "https://api.midtrans.com"),
+        ({"CURL_CA_BUNDLE": "/etc/ssl/certs"}, "https://api.midtrans.com"),
+        ({"REQUESTS_CA_BUNDLE": "/a.pem", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com"),
+        ({"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com"),
+    ],
+)
+def test_environment_settings_are_what_requests_took_from_the_environment(monkeypatch, environment, url):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with requests.Session() as session:  # trust_env, as requests.request() used it
+        merged = session.merge_environment_settings(url + "/", {}, None, None, None)
+    proxy = requests.utils.select_proxy(url + "/", merged["proxies"])
+    if proxy:
+        proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
+    ca_bundle = requests.certs.where() if merged["verify"] is True else merged["verify"]
+    proxy_headers = requests.adapters.HTTPAdapter().proxy_headers(proxy) if proxy else {}
+
+    ours = midtrans._env_settings(url + "/")
+    assert (ours["proxy"], ours["ca_bundle"]) == (proxy, ca_bundle)
+    assert (midtrans._proxy_headers(ours["proxy"]) if ours["proxy"] else {}) == proxy_headers
+
+
+def test_a_proxy_from_the_environment_carries_the_calls_with_its_credentials(proxy_server, settings, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", f"http://bob:s%3Acret@127.0.0.1:{proxy_server.port}")
+    settings.MIDTRANS_API_URL = "http://midtrans.invalid"  # a name only the proxy sees
+    assert _status()["answered_by"] == "proxy"
+    (seen,) = proxy_server.seen
+    assert (seen["method"], seen["target"]) == ("GET", f"http://midtrans.invalid/v2/{ORDER}/status")
+    assert seen["headers"]["Proxy-Authorization"] == "Basic " + base64.b64encode(b"bob:s:cret").decode()
+    assert seen["headers"]["Authorization"] == "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "127.0.0.0/8", "example.com,127.0.0.1"])
+def test_no_proxy_sends_the_calls_direct(proxy_server, midtrans_server, monkeypatch, no_proxy):
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_server.port}")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert _status()["order_id"] == ORDER
+    assert len(midtrans_server.seen) == 1
+    assert proxy_server.seen == []
+
+
+def test_https_goes_through_the_proxys_tunnel_and_verifies_midtrans(proxy_server, tls_server, certificate, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy_server.port}")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate["cert"])
+    assert _status()["order_id"] == ORDER
+    assert _status()["order_id"] == ORDER
+    # One tunnel, kept alive for both calls.
+    assert [(s["method"], s["target"]) for s in proxy_server.seen] == [("CONNECT", f"127.0.0.1:{tls_server.port}")]
+    assert len(tls_server.seen) == 2
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+@pytest.mark.parametrize("kind", ["cert", "ca_dir"])
+def test_the_ca_bundle_from_the_environment_verifies_midtrans(tls_server, certificate, monkeypatch, variable, kind):
+    monkeypatch.setenv(variable, certificate[kind])
+    assert _status()["order_id"] == ORDER
+
+
+def test_by_default_a_certificate_outside_certifis_bundle_is_refused(tls_server):
+    with pytest.raises(midtrans.MidtransTimeout, match="SSLError"):
+        _status()
+    assert tls_server.seen == []
+
+
+def test_a_certificate_for_another_host_is_refused(tls_server, certificate, monkeypatch, settings):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate["cert"])
+    settings.MIDTRANS_API_URL = f"https://localhost:{tls_server.port}"  # the certificate names 127.0.0.1 only
+    with pytest.raises(midtrans.MidtransTimeout, match="SSLError"):
+        _status()
+    assert tls_server.seen == []
+
+
+def test_a_ca_bundle_that_cannot_be_read_fails_the_call_as_tls_does(tls_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(midtrans.MidtransTimeout, match="SSLError"):
+        _status()
+
+
+def test_the_environment_is_read_once_per_base_url_not_per_connection(tls_server, certificate, monkeypatch):
+    monkeypatch.setattr(midtrans, "_KEEPALIVE_IDLE_SECONDS", 0.0)  # every call opens a new connection
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certificate["cert"])
+    assert _status()["order_id"] == ORDER
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    time.sleep(0.01)
+    assert _status()["order_id"] == ORDER  # a new TLS connection, verified with the bundle read before
+    assert len({seen["port"] for seen in tls_server.seen}) == 2
+    midtrans.http_sessions_close()  # forgets the pools: the next call reads the environment again
+    with pytest.raises(midtrans.MidtransTimeout, match="SSLError"):
+        _status()
