@@ -182,7 +182,6 @@ def main() -> None:
 
     print(f"database: PostgreSQL scratch database {DB_NAME}; Redis {harness.REDIS_URL}")
     print(f"machine: {os.cpu_count()} CPUs, load average before start {os.getloadavg()[0]:.2f}")
-    print(harness.machine_speed_line("before"))
     url = harness.database_create(name=DB_NAME)
     harness.django_setup(database_url=url)
 
@@ -261,7 +260,6 @@ def main() -> None:
         )
         print()
 
-    print(harness.machine_speed_line("after"))
     for clients, added in rows:
         if clients == 16:
             verdict = "met" if added[95] < 30 else "NOT met"

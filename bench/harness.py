@@ -486,23 +486,3 @@ def pgbench_run(*, database: str, script: str, clients: int, transactions: int, 
 
 def json_bytes(value) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
-
-
-def machine_speed_ms() -> float:
-    """Milliseconds one core takes for a fixed pure-Python workload (best of 5).
-
-    This VM's speed drifts by up to 2x over minutes (other guests on the host), so the same code
-    gives different figures at different times. Each bench prints this before and after its
-    runs: compare figures only between runs whose speed matches."""
-    best = float("inf")
-    for _ in range(5):
-        started = time.process_time()
-        total = 0
-        for i in range(400_000):
-            total += i * i % 7
-        best = min(best, time.process_time() - started)
-    return best * 1000
-
-
-def machine_speed_line(when: str) -> str:
-    return f"machine speed {when}: fixed workload {machine_speed_ms():.1f} ms on one core (lower is faster)"

@@ -274,7 +274,6 @@ def main() -> None:
         parser.error("--requests needs one count per --senders level")
 
     print(f"database: PostgreSQL scratch database {DB_NAME}; Redis {harness.REDIS_URL}")
-    print(harness.machine_speed_line("before"))
     url = harness.database_create(name=DB_NAME)
     harness.django_setup(database_url=url, MIDTRANS_CONFIRM_WITH_STATUS_API="true")
     from payments.simulator.dispatcher import dispatcher_autostart
@@ -377,7 +376,6 @@ def main() -> None:
             f"throughput={tps:7.1f}/s  ours={result.throughput:7.1f}/s = {share:4.1f}% of the ceiling"
         )
 
-    print(harness.machine_speed_line("after"))
     target = [r for s, _, r in results if s == 32]
     if target:
         p99 = target[0].percentile(99)
