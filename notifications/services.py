@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from buatfilm.db import rows_insert_or_skip
 from notifications.backends import PermanentError, TransientError, channel_send
+from notifications.broker import task_publish
 from notifications.models import Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def _kick_publish(*, task, args: list, extra: dict, countdown: float | None = No
         logger.info("notification_kick_skipped", extra=extra | {"reason": "broker failed moments ago"})
         return False
     try:
-        task.apply_async(args=args, countdown=countdown)
+        task_publish(task, args=args, countdown=countdown)
     except Exception as exc:  # any broker failure: log it, the sweep catches up
         _kick_skip_until = time.monotonic() + KICK_SKIP_AFTER_FAILURE_SECONDS
         logger.warning("notification_kick_failed", extra=extra | {"error": f"{type(exc).__name__}: {exc}"})

@@ -498,7 +498,7 @@ def test_kick_many_publishes_one_message_per_batch_of_ids(monkeypatch):
     published = []
     monkeypatch.setattr("notifications.services.KICK_BATCH_MAX", 2)
     monkeypatch.setattr(
-        notification_deliver_many_task, "apply_async", lambda *, args, countdown: published.append(args)
+        notification_deliver_many_task, "apply_async", lambda *, args, countdown, producer: published.append(args)
     )
     assert notification_kick_many(notification_ids=[1, 2, 2, 3], reference="BF-1") is True
     assert published == [[[1, 2]], [[3]]]
