@@ -404,14 +404,29 @@ class _Pools:
 
 
 _pools = _Pools()
+# In a forked child: the parent's pools, kept referenced (see _pools_forget_after_fork).
+_inherited_pools: list[_Pools] = []
 
 
 def _pools_forget_after_fork() -> None:
     # A process forked after a call to Midtrans (gunicorn --preload, Celery prefork) holds copies of
     # the parent's kept-alive sockets: leave them to the parent and start afresh, with a new lock
     # (another thread of the parent may have held it at the fork).
+    #
+    # The parent's pools stay referenced: dropping them would run urllib3's pool finalizers here,
+    # which take each pool's queue lock, and a lock another thread of the parent held at the fork
+    # is held forever in the child, which would then hang inside os.fork(). Only this process's
+    # copies of their sockets are closed, without taking any lock (closing a copy leaves the
+    # parent's connection open).
     global _pools
-    _pools = _Pools()
+    inherited, _pools = _pools, _Pools()
+    _inherited_pools.append(inherited)
+    for manager in list(inherited.by_base.values()):
+        for pool in list(manager.pools._container.values()):
+            for conn in list(getattr(pool.pool, "queue", None) or ()):
+                sock = getattr(conn, "sock", None)
+                if sock is not None:
+                    sock.close()
 
 
 os.register_at_fork(after_in_child=_pools_forget_after_fork)

@@ -181,7 +181,7 @@ def midtrans_sim_alone(midtrans_sim, settings):
 
 @pytest.fixture(autouse=True)
 def _midtrans_http_sessions_closed():
-    # The Midtrans client keeps connections alive per thread; a live_server thread serves a kept
+    # The Midtrans client keeps connections alive per process; a live_server thread serves a kept
     # connection (holding a database connection) until the client closes it.
     yield
     from payments import midtrans

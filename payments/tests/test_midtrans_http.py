@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -294,6 +295,31 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(mi
     assert os.waitstatus_to_exitcode(wait_status) == 0
     assert child_port and int(child_port) != parent_port
     # The parent's kept-alive connection was neither used nor closed by the child.
+    assert _status()["client_port"] == parent_port
+    assert parent_port not in midtrans_server.closed_ports
+
+
+def test_a_fork_while_another_thread_holds_a_pool_lock_does_not_hang_the_child(midtrans_server):
+    # given a kept connection, and its pool's queue lock held (as by another thread caught
+    # taking or returning a connection at the moment of the fork)
+    parent_port = _status()["client_port"]
+    manager = midtrans._pool_manager(midtrans_server.url + "/")
+    lock = next(iter(manager.pools._container.values())).pool.mutex
+    del manager  # only the lock is held here: the child's copy of the pool is the module's alone
+    with lock:
+        pid = os.fork()
+        if pid == 0:  # the child: leave at once, without pytest's teardown
+            os._exit(0)
+    # then the child got past the fork and exited promptly
+    deadline = time.monotonic() + 5
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if waited == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung at the fork")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
+    # and the parent's kept connection is still the one it uses
     assert _status()["client_port"] == parent_port
     assert parent_port not in midtrans_server.closed_ports
 
