@@ -100,8 +100,9 @@ def test_other_broker_urls_get_no_plain_producer(celery_broker_switch):
 
 def test_each_broker_url_gets_its_own_client(celery_broker_switch):
     first = broker.producer_for(celery_app)
-    celery_broker_switch("redis://127.0.0.1:6379/15")
+    other_db = (first.client.connection_pool.connection_kwargs["db"] + 1) % 16
+    celery_broker_switch(f"redis://127.0.0.1:6379/{other_db}")
     other = broker.producer_for(celery_app)
     assert other is not first
-    assert other.client.connection_pool.connection_kwargs["db"] == 15
+    assert other.client.connection_pool.connection_kwargs["db"] == other_db
     assert broker.producer_for(celery_app) is other
