@@ -44,9 +44,15 @@ def row_insert_or_skip(instance: Model) -> bool:
     the row would have to be read back, and outside a transaction it wraps the INSERT in
     BEGIN/COMMIT: four round trips where one does.
     """
+    return _insert_returning_pk(instance, on_conflict=" ON CONFLICT DO NOTHING")
+
+
+def _insert_returning_pk(instance: Model, *, on_conflict: str = "") -> bool:
+    """INSERT `instance` (automatic pk) and set the pk the database gave it; False when
+    `on_conflict` skipped the row."""
     model = type(instance)
     pk = connections[router.db_for_write(model)].ops.quote_name(model._meta.pk.column)
-    sql, params, connection = _insert([instance], suffix=f" ON CONFLICT DO NOTHING RETURNING {pk}")
+    sql, params, connection = _insert([instance], suffix=f"{on_conflict} RETURNING {pk}")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -85,13 +91,8 @@ def row_insert(instance: Model) -> None:
     a key of the model's own (e.g. from a default) is inserted as it is. No signals are sent
     and a model's own save() is skipped, as for row_save(). The ORM spends two to three times
     the CPU composing the same statement."""
-    model = type(instance)
-    if isinstance(model._meta.pk, AutoFieldMixin):
-        pk = connections[router.db_for_write(model)].ops.quote_name(model._meta.pk.column)
-        sql, params, connection = _insert([instance], suffix=f" RETURNING {pk}")
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            _stored(instance, cursor.fetchone()[0], connection)
+    if isinstance(type(instance)._meta.pk, AutoFieldMixin):
+        _insert_returning_pk(instance)
         return
     sql, params, connection = _insert([instance], given_pk=True)
     with connection.cursor() as cursor:

@@ -116,7 +116,9 @@ def producer_for(app) -> RedisListProducer | None:
     producer = _producers.get(key)
     if producer is None:
         with _producers_lock:
-            producer = _producers.get(key) or _producers.setdefault(key, RedisListProducer(app))
+            producer = _producers.get(key)
+            if producer is None:
+                producer = _producers[key] = RedisListProducer(app)
     return producer
 
 

@@ -23,25 +23,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, unquote, urlsplit
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import quote
 
+import requests
 import urllib3
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
-from urllib3.util import create_urllib3_context, parse_url
+from urllib3.util import create_urllib3_context
 
 logger = logging.getLogger(__name__)
 
@@ -469,78 +467,22 @@ def _pool_manager_new(base: str) -> urllib3.PoolManager:
 
 
 def _env_settings(url: str) -> dict:
-    """What requests took from the environment for `url` (trust_env): `proxy`, the proxy URL from
-    HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY exempts the host (None: no proxy), and
-    `ca_bundle`, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's bundle, else None (the
-    system's certificates)."""
-    proxy = None
-    if not _proxy_bypassed(url):
-        proxies = getproxies()
-        proxy = proxies.get(urlsplit(url).scheme) or proxies.get("all")
-        if proxy and parse_url(proxy).scheme is None:
-            proxy = f"http://{proxy}"  # as requests: "proxy.local:3128" means plain HTTP to it
-    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi_bundle()
-    return {"proxy": proxy or None, "ca_bundle": ca_bundle}
-
-
-def _proxy_bypassed(url: str) -> bool:
-    """requests' NO_PROXY rule: an IPv4 host matches an address or an a.b.c.d/n network, a name
-    matches itself or a parent domain (with or without the port); then urllib's proxy_bypass()."""
-    parts = urlsplit(url)
-    hostname = parts.hostname
-    if hostname is None:
-        return True
-    no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY")
-    entries = [entry for entry in (no_proxy or "").replace(" ", "").split(",") if entry]
-    if _ipv4_address(hostname) is not None:
-        if any(_ipv4_matches(hostname, entry) for entry in entries):
-            return True
-    else:
-        with_port = f"{hostname}:{parts.port}" if parts.port else hostname
-        for entry in entries:
-            entry = entry.lstrip(".")
-            if entry in (hostname, with_port) or hostname.endswith(f".{entry}") or with_port.endswith(f".{entry}"):
-                return True
-    try:
-        return bool(proxy_bypass(hostname))
-    except (TypeError, socket.gaierror):
-        return False
-
-
-def _ipv4_address(text: str) -> ipaddress.IPv4Address | None:
-    # inet_aton, as requests: it also takes the short forms ("127.1").
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(text))
-    except (OSError, ValueError):
-        return None
-
-
-def _ipv4_matches(hostname: str, entry: str) -> bool:
-    if "/" not in entry:
-        return hostname == entry
-    address, _, bits = entry.partition("/")
-    network_address = _ipv4_address(address)
-    if network_address is None or not bits.isdigit() or not 1 <= int(bits) <= 32:
-        return False
-    return _ipv4_address(hostname) in ipaddress.IPv4Network((network_address, int(bits)), strict=False)
-
-
-def _certifi_bundle() -> str | None:
-    try:
-        import certifi
-    except ImportError:
-        return None
-    return certifi.where()
+    """What requests takes from the environment for `url` (trust_env), read by requests itself:
+    `proxy`, the proxy URL (HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, unless NO_PROXY exempts the
+    host; None: no proxy), and `ca_bundle`, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else the bundle
+    requests verifies with (certifi's). Called once per base URL and process, off the hot path."""
+    with requests.Session() as probe:
+        found = probe.merge_environment_settings(url, {}, None, None, None)
+    proxy = requests.utils.select_proxy(url, found["proxies"])
+    if proxy:
+        proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")  # "host:3128": plain HTTP to it
+    verify = found["verify"]
+    return {"proxy": proxy or None, "ca_bundle": verify if isinstance(verify, str) else requests.certs.where()}
 
 
 def _proxy_headers(proxy: str) -> dict:
-    # Credentials in the proxy URL become Proxy-Authorization, as requests sent them (a user
-    # without a password sends none).
-    parts = urlsplit(proxy)
-    if parts.username is None or parts.password is None or not unquote(parts.username):
-        return {}
-    credentials = f"{unquote(parts.username)}:{unquote(parts.password)}".encode("latin-1")
-    return {"Proxy-Authorization": f"Basic {base64.b64encode(credentials).decode()}"}
+    # Credentials in the proxy URL become Proxy-Authorization, as requests sends them.
+    return requests.adapters.HTTPAdapter().proxy_headers(proxy)
 
 
 def _ssl_context(ca_bundle: str | None):

@@ -422,48 +422,87 @@ def test_a_json_answer_is_read_as_utf8_with_bad_bytes_replaced(midtrans_server):
 _PROXY = "http://proxy.local:3128"
 
 
+_CERTIFI = requests.certs.where()
+_BOB = {"Proxy-Authorization": "Basic " + base64.b64encode(b"bob:s:cret").decode()}
+
+
 @pytest.mark.parametrize(
-    ("environment", "url"),
+    ("environment", "url", "proxy", "ca_bundle", "proxy_headers"),
     [
-        ({}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY}, "http://127.0.0.1:8000"),
-        ({"HTTP_PROXY": _PROXY}, "http://127.0.0.1:8000"),
-        ({"https_proxy": "http://lower.local:1", "HTTPS_PROXY": "http://upper.local:2"}, "https://api.midtrans.com"),
-        ({"ALL_PROXY": _PROXY}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": "proxy.local:3128"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": "http://bob:s%3Acret@proxy.local:3128"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": "http://bob@proxy.local:3128"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": ".midtrans.com"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "midtrans.com"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "ample.com"}, "https://example.com"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"}, "https://api.midtrans.com:8443"),
-        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"}, "https://api.midtrans.com"),
-        ({"HTTPS_PROXY": _PROXY, "no_proxy": "*"}, "https://api.midtrans.com"),
-        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "foo.example, 10.0.0.0/8"}, "http://10.1.2.3:8000"),
-        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/8"}, "http://11.1.2.3:8000"),
-        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/0"}, "http://10.1.2.3:8000"),
-        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8000"),
-        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "localhost"}, "http://localhost:8000"),
-        ({"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}, "https://api.midtrans.com"),
-        ({"CURL_CA_BUNDLE": "/etc/ssl/certs"}, "https://api.midtrans.com"),
-        ({"REQUESTS_CA_BUNDLE": "/a.pem", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com"),
-        ({"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com"),
+        ({}, "https://api.midtrans.com", None, _CERTIFI, {}),
+        ({"HTTPS_PROXY": _PROXY}, "https://api.midtrans.com", _PROXY, _CERTIFI, {}),
+        ({"HTTPS_PROXY": _PROXY}, "http://127.0.0.1:8000", None, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY}, "http://127.0.0.1:8000", _PROXY, _CERTIFI, {}),
+        (
+            {"https_proxy": "http://lower.local:1", "HTTPS_PROXY": "http://upper.local:2"},
+            "https://api.midtrans.com",
+            "http://lower.local:1",
+            _CERTIFI,
+            {},
+        ),
+        ({"ALL_PROXY": _PROXY}, "https://api.midtrans.com", _PROXY, _CERTIFI, {}),
+        ({"HTTPS_PROXY": "proxy.local:3128"}, "https://api.midtrans.com", _PROXY, _CERTIFI, {}),
+        (
+            {"HTTPS_PROXY": "http://bob:s%3Acret@proxy.local:3128"},
+            "https://api.midtrans.com",
+            "http://bob:s%3Acret@proxy.local:3128",
+            _CERTIFI,
+            _BOB,
+        ),
+        (
+            {"HTTPS_PROXY": "http://bob@proxy.local:3128"},
+            "https://api.midtrans.com",
+            "http://bob@proxy.local:3128",
+            _CERTIFI,
+            {},
+        ),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com"}, "https://api.midtrans.com", None, _CERTIFI, {}),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": ".midtrans.com"}, "https://api.midtrans.com", None, _CERTIFI, {}),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "midtrans.com"}, "https://api.midtrans.com", None, _CERTIFI, {}),
+        ({"HTTPS_PROXY": _PROXY, "NO_PROXY": "ample.com"}, "https://example.com", _PROXY, _CERTIFI, {}),
+        (
+            {"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"},
+            "https://api.midtrans.com:8443",
+            None,
+            _CERTIFI,
+            {},
+        ),
+        (
+            {"HTTPS_PROXY": _PROXY, "NO_PROXY": "api.midtrans.com:8443"},
+            "https://api.midtrans.com",
+            _PROXY,
+            _CERTIFI,
+            {},
+        ),
+        ({"HTTPS_PROXY": _PROXY, "no_proxy": "*"}, "https://api.midtrans.com", None, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "foo.example, 10.0.0.0/8"}, "http://10.1.2.3:8000", None, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/8"}, "http://11.1.2.3:8000", _PROXY, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "10.0.0.0/0"}, "http://10.1.2.3:8000", _PROXY, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8000", None, _CERTIFI, {}),
+        ({"HTTP_PROXY": _PROXY, "NO_PROXY": "localhost"}, "http://localhost:8000", None, _CERTIFI, {}),
+        (
+            {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"},
+            "https://api.midtrans.com",
+            None,
+            "/etc/ssl/certs/ca-certificates.crt",
+            {},
+        ),
+        ({"CURL_CA_BUNDLE": "/etc/ssl/certs"}, "https://api.midtrans.com", None, "/etc/ssl/certs", {}),
+        ({"REQUESTS_CA_BUNDLE": "/a.pem", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com", None, "/a.pem", {}),
+        ({"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "/b.pem"}, "https://api.midtrans.com", None, "/b.pem", {}),
     ],
 )
-def test_environment_settings_are_what_requests_took_from_the_environment(monkeypatch, environment, url):
+def test_environment_settings_read_proxy_no_proxy_credentials_and_ca_bundle(
+    monkeypatch, environment, url, proxy, ca_bundle, proxy_headers
+):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    with requests.Session() as session:  # trust_env, as requests.request() used it
-        merged = session.merge_environment_settings(url + "/", {}, None, None, None)
-    proxy = requests.utils.select_proxy(url + "/", merged["proxies"])
-    if proxy:
-        proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
-    ca_bundle = requests.certs.where() if merged["verify"] is True else merged["verify"]
-    proxy_headers = requests.adapters.HTTPAdapter().proxy_headers(proxy) if proxy else {}
 
     ours = midtrans._env_settings(url + "/")
+
     assert (ours["proxy"], ours["ca_bundle"]) == (proxy, ca_bundle)
     assert (midtrans._proxy_headers(ours["proxy"]) if ours["proxy"] else {}) == proxy_headers
 
