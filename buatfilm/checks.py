@@ -5,6 +5,7 @@ gunicorn web process (buatfilm/wsgi.py) and Celery worker/beat (buatfilm/celery.
 all run them. Each message names the variable and says how to fix it.
 """
 
+import os
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
@@ -158,6 +159,19 @@ def configuration_check(app_configs=None, **kwargs):
                     f"{name}={value!r} must be greater than zero ({unit}).",
                     hint=f"Set {name} to a positive number or remove it to use the default (see .env.example).",
                     id="buatfilm.E012",
+                )
+            )
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        # Read by the Midtrans client (as requests reads them): a path that is not there makes
+        # every call to Midtrans fail, so say so now rather than at the first payment.
+        path = os.environ.get(name)
+        if path and not os.path.exists(path):
+            errors.append(
+                Error(
+                    f"{name}={path!r}: no such file or directory, so no call to Midtrans could verify its certificate.",
+                    hint=f"Point {name} at a PEM bundle (or a directory of certificates) that exists, or unset "
+                    "it to use the bundle that ships with certifi.",
+                    id="buatfilm.E016",
                 )
             )
     if settings.WHATSAPP_BACKEND not in {"meta", "fonnte", "console", "locmem"}:

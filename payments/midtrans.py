@@ -108,9 +108,10 @@ class MidtransDuplicateRefundKey(MidtransError):
 
 
 class MidtransConfigurationError(MidtransError):
-    """Midtrans' answer says our configuration is wrong: a 3xx redirect (a base URL with the wrong
-    scheme or host, a proxy in the way). Not retried, and not a breaker failure: Midtrans is not
-    down, we are talking to the wrong place. `location` is where the redirect pointed."""
+    """Our configuration is wrong, not Midtrans: a 3xx redirect (a base URL with the wrong scheme
+    or host, a proxy in the way; `location` is where it pointed), or a CA bundle that cannot be
+    loaded. Not retried, and not a breaker failure: Midtrans is not down, we cannot reach it
+    as configured."""
 
     location: str = ""
 
@@ -496,8 +497,13 @@ def _ssl_context(ca_bundle: str | None):
             context.load_verify_locations(capath=ca_bundle)
         else:
             context.load_verify_locations(cafile=ca_bundle)
-    except OSError as exc:  # a missing or unreadable bundle: the TLS failure urllib3 would report
-        raise urllib3.exceptions.SSLError(exc) from exc
+    except OSError as exc:
+        # A missing or unreadable bundle is our configuration, not Midtrans being down: it is not
+        # retried and opens no breaker (see MidtransConfigurationError), and it says what to fix.
+        raise MidtransConfigurationError(
+            f"cannot load the CA bundle {ca_bundle!r} ({exc.strerror or exc}); fix or unset "
+            f"REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE"
+        ) from exc
     return context
 
 
@@ -532,7 +538,8 @@ def _http_call(*, method: str, url: str, json_body: dict | None, timeout: tuple[
 
     Raises MidtransTimeout when Midtrans did not answer (what requests raised as Timeout or
     ConnectionError) and MidtransServerError for any other failure (a payload JSON cannot encode,
-    an answer cut short), as requests' other exceptions were mapped.
+    an answer cut short), as requests' other exceptions were mapped. A CA bundle that cannot be
+    loaded raises MidtransConfigurationError.
     """
     try:
         # As requests' json=: json.dumps' default separators, UTF-8, no NaN or infinity.
@@ -703,7 +710,7 @@ def _request_once(
             if isinstance(error, MidtransRateLimited):
                 error.http_status = http_status
                 error.retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-    except (MidtransTimeout, MidtransServerError) as exc:  # from _http_call: no usable answer
+    except (MidtransTimeout, MidtransServerError, MidtransConfigurationError) as exc:  # from _http_call: no answer
         exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
         error = exc
     finally:

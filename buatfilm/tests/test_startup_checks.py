@@ -99,6 +99,8 @@ def test_good_configuration_passes():
             ["COURSE_ACCESS_URL", "lesson", "{course}", "{token}"],
         ),
         ({"COURSE_ACCESS_URL": "https://kelas.example/{course?token={token}"}, "buatfilm.E014", ["COURSE_ACCESS_URL"]),
+        ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "buatfilm.E016", ["REQUESTS_CA_BUNDLE", "certifi"]),
+        ({"CURL_CA_BUNDLE": "/nonexistent/certs"}, "buatfilm.E016", ["CURL_CA_BUNDLE", "/nonexistent/certs"]),
     ],
 )
 def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_id, names):
@@ -110,6 +112,14 @@ def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_i
         assert name in output
     assert "HINT" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("name", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_that_exists_passes(name):
+    import certifi
+
+    result = run_check(**{name: certifi.where()})
+    assert result.returncode == 0, result.stderr
 
 
 def test_demo_needs_no_midtrans_key():

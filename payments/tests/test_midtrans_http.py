@@ -557,10 +557,21 @@ def test_a_certificate_for_another_host_is_refused(tls_server, certificate, monk
     assert tls_server.seen == []
 
 
-def test_a_ca_bundle_that_cannot_be_read_fails_the_call_as_tls_does(tls_server, monkeypatch, tmp_path):
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
-    with pytest.raises(midtrans.MidtransTimeout, match="SSLError"):
-        _status()
+def test_a_ca_bundle_that_cannot_be_read_is_a_configuration_error_naming_it(
+    tls_server, monkeypatch, tmp_path, settings
+):
+    # Our configuration, not Midtrans being down: said as such, not retried, no breaker failure.
+    missing = str(tmp_path / "missing.pem")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", missing)
+    settings.MIDTRANS_STATUS_RETRIES = 2
+    settings.MIDTRANS_BREAKER_FAILURES = 1
+    for _ in range(2):  # the second call is not refused by an open breaker either
+        with pytest.raises(midtrans.MidtransConfigurationError, match="REQUESTS_CA_BUNDLE") as failed:
+            _status()
+        assert missing in str(failed.value)
+        assert not isinstance(failed.value, midtrans.MidtransUnavailable)
+    assert midtrans.circuit_state()["core"] == {"state": "closed", "failures": 0, "opened_at": None}
+    assert tls_server.seen == []
 
 
 def test_the_environment_is_read_once_per_base_url_not_per_connection(tls_server, certificate, monkeypatch):
