@@ -400,6 +400,30 @@ def test_a_connection_closed_without_an_answer_is_a_timeout(midtrans_server):
         midtrans.transaction_cancel(midtrans_order_id=ORDER)
 
 
+def test_a_post_whose_kept_alive_connection_drops_before_the_answer_is_never_sent_again(midtrans_server):
+    # urllib3 with retries=False: a POST (a Snap create, a refund) must not go out twice.
+    port = _status()["client_port"]
+    midtrans_server.answers = [_raw_answer(b"")]  # reads the POST, then closes without answering
+    with pytest.raises(midtrans.MidtransTimeout):
+        midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    time.sleep(0.3)  # a re-send, on this connection or a new one, would have arrived by now
+    assert [(seen["method"], seen["port"]) for seen in midtrans_server.seen] == [("GET", port), ("POST", port)]
+
+
+def test_a_post_after_the_server_dropped_the_idle_connection_goes_out_once_on_a_new_one(midtrans_server):
+    body = json.dumps({"status_code": "200", "order_id": ORDER}).encode()
+    # A whole answer that promises nothing about closing; the server closes right after it.
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    midtrans_server.answers = [_raw_answer(head.encode() + body)]
+    _status()
+    (first,) = [seen["port"] for seen in midtrans_server.seen]
+    _wait_for(lambda: first in midtrans_server.closed_ports)
+    time.sleep(0.1)  # the server's FIN has reached the client's socket
+    assert midtrans.transaction_cancel(midtrans_order_id=ORDER)["status_code"] == "200"
+    methods = [(seen["method"], seen["port"] == first) for seen in midtrans_server.seen]
+    assert methods == [("GET", True), ("POST", False)]
+
+
 def test_an_answer_cut_short_is_a_server_error(midtrans_server):
     midtrans_server.answers = [
         _raw_answer(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"status_')
