@@ -20,7 +20,7 @@ class SimTransaction(models.Model):
     finish_url = models.CharField(max_length=2000, blank=True)
     error_url = models.CharField(max_length=2000, blank=True)
     # Empty until the customer picks a method on the payment page (status API says 404 till then).
-    transaction_id = models.CharField(max_length=64, blank=True)
+    transaction_id = models.CharField(max_length=64, blank=True, db_index=True)
     payment_type = models.CharField(max_length=32, blank=True)
     bank = models.CharField(max_length=16, blank=True)
     va_number = models.CharField(max_length=32, blank=True)
