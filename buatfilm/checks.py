@@ -161,19 +161,21 @@ def configuration_check(app_configs=None, **kwargs):
                     id="buatfilm.E012",
                 )
             )
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        # Read by the Midtrans client (as requests reads them): a path that is not there makes
-        # every call to Midtrans fail, so say so now rather than at the first payment.
-        path = os.environ.get(name)
-        if path and not os.path.exists(path):
-            errors.append(
-                Error(
-                    f"{name}={path!r}: no such file or directory, so no call to Midtrans could verify its certificate.",
-                    hint=f"Point {name} at a PEM bundle (or a directory of certificates) that exists, or unset "
-                    "it to use the bundle that ships with certifi.",
-                    id="buatfilm.E016",
-                )
+    # The bundle the Midtrans client will load (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests
+    # picks between them): one that is not there fails every call, so say so now, not at a payment.
+    from payments.midtrans import ca_bundle_path
+
+    ca_bundle = ca_bundle_path(settings.MIDTRANS_API_URL)
+    if not os.path.exists(ca_bundle):
+        errors.append(
+            Error(
+                f"The CA bundle {ca_bundle!r} (from REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE) does not exist, so no "
+                "call to Midtrans could verify its certificate.",
+                hint="Point the variable at a PEM bundle (or a directory of certificates) that exists, or unset "
+                "it to use the bundle that ships with certifi.",
+                id="buatfilm.E016",
             )
+        )
     if settings.WHATSAPP_BACKEND not in {"meta", "fonnte", "console", "locmem"}:
         errors.append(
             Error(

@@ -481,6 +481,12 @@ def _env_settings(url: str) -> dict:
     return {"proxy": proxy or None, "ca_bundle": verify if isinstance(verify, str) else requests.certs.where()}
 
 
+def ca_bundle_path(url: str) -> str:
+    """The CA bundle (file or directory) calls to `url` will be verified with: REQUESTS_CA_BUNDLE
+    or CURL_CA_BUNDLE as requests picks between them, else certifi's. For the start-up check."""
+    return _env_settings(url)["ca_bundle"]
+
+
 def _proxy_headers(proxy: str) -> dict:
     # Credentials in the proxy URL become Proxy-Authorization, as requests sends them.
     return requests.adapters.HTTPAdapter().proxy_headers(proxy)
@@ -710,7 +716,8 @@ def _request_once(
             if isinstance(error, MidtransRateLimited):
                 error.http_status = http_status
                 error.retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-    except (MidtransTimeout, MidtransServerError, MidtransConfigurationError) as exc:  # from _http_call: no answer
+    except (MidtransTimeout, MidtransServerError, MidtransConfigurationError) as exc:  # from _http_call
+        # No usable answer, or (a CA bundle that cannot be loaded) no call at all.
         exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
         error = exc
     finally:

@@ -100,7 +100,11 @@ def test_good_configuration_passes():
         ),
         ({"COURSE_ACCESS_URL": "https://kelas.example/{course?token={token}"}, "buatfilm.E014", ["COURSE_ACCESS_URL"]),
         ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "buatfilm.E016", ["REQUESTS_CA_BUNDLE", "certifi"]),
-        ({"CURL_CA_BUNDLE": "/nonexistent/certs"}, "buatfilm.E016", ["CURL_CA_BUNDLE", "/nonexistent/certs"]),
+        (
+            {"REQUESTS_CA_BUNDLE": None, "CURL_CA_BUNDLE": "/nonexistent/certs"},
+            "buatfilm.E016",
+            ["CURL_CA_BUNDLE", "/nonexistent/certs"],
+        ),
     ],
 )
 def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_id, names):
@@ -118,7 +122,15 @@ def test_misconfiguration_refuses_with_named_variable_and_fix(overrides, check_i
 def test_a_ca_bundle_that_exists_passes(name):
     import certifi
 
-    result = run_check(**{name: certifi.where()})
+    result = run_check(**{"REQUESTS_CA_BUNDLE": None, "CURL_CA_BUNDLE": None, name: certifi.where()})
+    assert result.returncode == 0, result.stderr
+
+
+def test_only_the_ca_bundle_the_client_uses_is_checked():
+    # requests takes REQUESTS_CA_BUNDLE over CURL_CA_BUNDLE: a stale CURL_CA_BUNDLE beside it is never read.
+    import certifi
+
+    result = run_check(REQUESTS_CA_BUNDLE=certifi.where(), CURL_CA_BUNDLE="/nonexistent/certs")
     assert result.returncode == 0, result.stderr
 
 
