@@ -97,7 +97,7 @@ def row_insert(instance: Model) -> None:
     sql, params, connection = _insert([instance], given_pk=True)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-    instance._state.adding, instance._state.db = False, connection.alias
+    _stored(instance, instance.pk, connection)
 
 
 def rows_insert(instances: list[Model]) -> None:
@@ -113,7 +113,7 @@ def rows_insert(instances: list[Model]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
     for obj in instances:
-        obj._state.adding, obj._state.db = False, connection.alias
+        _stored(obj, obj.pk, connection)  # the pk stays as it was (None for an automatic one)
 
 
 def _where_check(where: dict) -> None:
