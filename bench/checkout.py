@@ -27,6 +27,7 @@ import argparse
 import base64
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -159,6 +160,50 @@ def check_orders(bodies: list[bytes]) -> str:
     )
 
 
+def _latency_fault(sim_base: str, latency_ms: int) -> None:
+    harness.request_once(
+        sim_base + "/_faults",
+        body=harness.json_bytes({"latency_ms": latency_ms}),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def slow_gateway_isolation(*, web, sim_base: str, slow_ms: int, restore_ms: int) -> None:
+    """A slow Midtrans must not take the rest of the product down with it. The course
+    platform's entitlement check (no Midtrans call) is measured alone, then while 16
+    checkout clients wait on a Snap that answers after `slow_ms`."""
+    check_url = web.url + "/api/entitlements/check/?email=someone%40example.com&course=ai-movie-course"
+    check_headers = {"Authorization": "Bearer " + harness.ENTITLEMENTS_TOKEN}
+
+    def checks(count: int):
+        return harness.load_run(url=check_url, bodies=[b""] * count, concurrency=2, method="GET", headers=check_headers)
+
+    checks(20)
+    print(harness.result_line("entitlement check alone", checks(200)))
+    _latency_fault(sim_base, slow_ms)
+    bodies, headers = checkout_bodies(16 * 12, "slow")
+    outcome: dict = {}
+
+    def checkouts() -> None:
+        outcome["load"] = harness.load_run(
+            url=web.url + "/api/checkout/", bodies=bodies, concurrency=16, headers_per_body=headers
+        )
+        outcome["ended"] = time.perf_counter()
+
+    loader = threading.Thread(target=checkouts)
+    loader.start()
+    time.sleep(min(2.0, slow_ms / 500))  # every checkout client is waiting on Snap by now
+    during = checks(40)
+    checks_ended = time.perf_counter()
+    loader.join()
+    _latency_fault(sim_base, restore_ms)
+    print(harness.result_line(f"entitlement check, Snap {slow_ms} ms", during))
+    print(harness.result_line(f"checkout, Snap {slow_ms} ms", outcome["load"]))
+    overlap = "yes" if outcome["ended"] > checks_ended else "NO (the checks outlasted the checkouts)"
+    print(f"    checkouts still waiting on Snap when the last check was answered: {overlap}")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
@@ -174,6 +219,13 @@ def main() -> None:
         type=int,
         default=0,
         help="make the simulator's Snap answer this much later (its latency fault), as a real gateway would",
+    )
+    parser.add_argument(
+        "--slow-gateway-ms",
+        type=int,
+        default=1000,
+        help="afterwards, make Snap answer this slowly and measure the course platform's entitlement "
+        "check while 16 checkouts wait on it (0: skip)",
     )
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
@@ -210,11 +262,7 @@ def main() -> None:
             f"simulator: gunicorn {args.sim_workers} x {args.sim_threads}; load generator in this process"
         )
         if args.snap_latency_ms:
-            harness.request_once(
-                sim_base + "/_faults",
-                body=harness.json_bytes({"latency_ms": args.snap_latency_ms}),
-                headers={"Content-Type": "application/json"},
-            )
+            _latency_fault(sim_base, args.snap_latency_ms)
             print(f"simulator latency fault: every Snap call answers after {args.snap_latency_ms} ms")
         # Warm both up (imports, connections, caches) before measuring.
         harness.load_run(
@@ -251,6 +299,10 @@ def main() -> None:
             print("   ", check_orders(bodies))
             print()
             rows.append((clients, added))
+        if args.slow_gateway_ms:
+            slow_gateway_isolation(
+                web=web, sim_base=sim_base, slow_ms=args.slow_gateway_ms, restore_ms=args.snap_latency_ms
+            )
         # What this stack costs before any work: the same gunicorn, Django and middleware.
         floor, floor_cpu = harness.framework_floor(web, concurrency=max(args.clients))
         print(harness.result_line("floor: empty GET /health/live", floor))

@@ -44,6 +44,7 @@ PG_PORT = os.environ.get("BENCH_PG_PORT", "5432")
 PG_USER = os.environ.get("BENCH_PG_USER", "root")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 SERVER_KEY = "SB-Mid-server-BENCH-ONLY"
+ENTITLEMENTS_TOKEN = "bench-token"  # noqa: S105 (a bench-only placeholder)
 
 
 # --- Database -----------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def server_env(*, database_url: str, port: int, **overrides) -> dict:
         "PUBLIC_BASE_URL": base,
         "MIDTRANS_SIMULATOR": "true",
         "MIDTRANS_SERVER_KEY": SERVER_KEY,
-        "ENTITLEMENTS_API_TOKEN": "bench-token",
+        "ENTITLEMENTS_API_TOKEN": ENTITLEMENTS_TOKEN,
         "EMAIL_URL": "memorymail://",
         "WHATSAPP_BACKEND": "console",
         "LOG_LEVEL": "INFO",
@@ -262,11 +263,16 @@ def postgres_backend_pids(database: str) -> list[int]:
 # --- Load generation ------------------------------------------------------------------------------
 
 
+def _target(parts) -> str:
+    """The request target of a split URL: its path and query string."""
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 def request_once(url: str, *, method: str = "POST", body: bytes | None = None, headers: dict | None = None):
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
-        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        conn.request(method, _target(parts), body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -311,6 +317,7 @@ def load_run(
     body as soon as their previous request was answered, until every body was sent once.
     `headers_per_body[i]` (optional) adds headers to body i only, e.g. an Idempotency-Key."""
     parts = urlsplit(url)
+    target = _target(parts)
     headers = {"Content-Type": "application/json", **(headers or {})}
     result = LoadResult(concurrency=concurrency)
     lock = threading.Lock()
@@ -329,7 +336,7 @@ def load_run(
             started = time.perf_counter()
             try:
                 extra = headers_per_body[index] if headers_per_body else None
-                conn.request(method, parts.path, body=bodies[index], headers={**headers, **extra} if extra else headers)
+                conn.request(method, target, body=bodies[index], headers={**headers, **extra} if extra else headers)
                 response = conn.getresponse()
                 response.read()
                 statuses[response.status] += 1
@@ -365,6 +372,7 @@ def open_loop_run(*, url: str, bodies: list[bytes], rate: float, workers: int = 
     omission). `workers` senders with keep-alive connections take due requests in order.
     `concurrency` in the result is the number of senders."""
     parts = urlsplit(url)
+    target = _target(parts)
     headers = {"Content-Type": "application/json"}
     result = LoadResult(concurrency=workers)
     due: queue.Queue = queue.Queue()
@@ -375,7 +383,7 @@ def open_loop_run(*, url: str, bodies: list[bytes], rate: float, workers: int = 
         while (item := due.get()) is not None:
             index, due_at = item
             try:
-                conn.request("POST", parts.path, body=bodies[index], headers=headers)
+                conn.request("POST", target, body=bodies[index], headers=headers)
                 response = conn.getresponse()
                 response.read()
                 with lock:
