@@ -1,12 +1,13 @@
 """Benchmark: POST /api/checkout/ end to end, against the Midtrans simulator's Snap alone.
 
-    .venv/bin/python bench/checkout.py [--clients 1 16] [--requests 200 800] [--keep-db]
+    .venv/bin/python bench/checkout.py [--clients 1 16] [--requests 200 800]
+                                       [--snap-latency-ms 0] [--slow-gateway-ms 1000] [--keep-db]
 
 What runs: PostgreSQL (a scratch database `buatfilm_bench_checkout`, dropped, re-created,
 migrated), the shared bench Redis (the payment-instruction messages' Celery kicks go there
-and are flushed afterwards), the product under gunicorn (4 sync workers as in the Procfile, DEBUG off, INFO
-logs to a file as in production, MIDTRANS_SIMULATOR off) and the Midtrans simulator under its
-own gunicorn, since Midtrans is a separate party.
+and are flushed afterwards), the product under gunicorn as the Procfile runs it (4 workers
+of 8 threads, DEBUG off, INFO logs to a file as in production, MIDTRANS_SIMULATOR off) and
+the Midtrans simulator under its own gunicorn, since Midtrans is a separate party.
 
 Every checkout is a new customer (distinct email) with its own Idempotency-Key, so each one
 does the full work: claim the key, validate (phone parsing, package and entitlement
@@ -19,6 +20,13 @@ previous one was answered): requests per second and p50/p95/p99 latency for
   2. our checkout, which calls that same endpoint once per request;
 then the difference, which is the latency our checkout adds. Target: added p95 < 30 ms at
 16 clients. Afterwards every order is checked: PENDING_PAYMENT with an open attempt.
+By default Snap answers at once; --snap-latency-ms makes it answer as late as a real
+gateway across the internet would.
+
+Then (unless --slow-gateway-ms 0) what a slow Midtrans does to the rest of the product: the
+course platform's entitlement check alone, then while 16 checkout clients wait on a Snap
+that answers after 1 s. Checkouts beyond MIDTRANS_MAX_CONCURRENT_CALLS per worker answer
+503 payment_gateway_unavailable at once; the check must stay fast.
 """
 
 from __future__ import annotations
@@ -208,10 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800], help="per client level")
-    # The Procfile's web process: 4 sync workers (see the README's Processes section).
-    parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--web-threads", type=int, default=1)
-    parser.add_argument("--web-worker-class", default="sync", choices=["gthread", "sync"])
+    harness.web_arguments_add(parser)
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=16)
     parser.add_argument(

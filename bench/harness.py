@@ -164,6 +164,9 @@ class Gunicorn:
                 "60",
                 "--backlog",
                 "2048",
+                # A threaded worker accepts only as many connections as it has threads (as in
+                # the Procfile), so a busy worker leaves new ones to the free workers.
+                *(["--worker-connections", str(self.threads)] if self.worker_class == "gthread" else []),
                 *self.extra_args,
             ],
             cwd=ROOT,
@@ -203,6 +206,19 @@ class Gunicorn:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def web_arguments_add(parser) -> None:
+    """--web-workers/--web-threads/--web-worker-class, defaulting to the Procfile's web process:
+    4 gthread workers of 8 threads, each accepting only as many connections as it has threads."""
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=8,
+        help="threads per worker (WEB_THREADS); at or below MIDTRANS_MAX_CONCURRENT_CALLS (6) set that lower too",
+    )
+    parser.add_argument("--web-worker-class", default="gthread", choices=["gthread", "sync"])
+
+
 @contextmanager
 def web_and_simulator(*, args, web_env: dict, web_port: int, sim_env: dict, sim_port: int, web_extra_args=()):
     """The product and the Midtrans simulator, each under its own gunicorn, sized by the
@@ -213,7 +229,7 @@ def web_and_simulator(*, args, web_env: dict, web_port: int, sim_env: dict, sim_
             env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
         ) as simulator,
         Gunicorn(
-            env=web_env,
+            env={"WEB_THREADS": str(args.web_threads), **web_env},
             port=web_port,
             workers=args.web_workers,
             threads=args.web_threads,

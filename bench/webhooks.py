@@ -6,7 +6,7 @@
 
 What runs: PostgreSQL (a scratch database `buatfilm_bench_webhooks`, dropped and
 re-created, migrated), the shared Redis (DB 11; the "paid" messages' Celery kicks go there
-and are flushed afterwards), the product under gunicorn (4 sync workers, DEBUG off,
+and are flushed afterwards), the product under gunicorn (as the Procfile runs it, DEBUG off,
 MIDTRANS_CONFIRM_WITH_STATUS_API on), and the Midtrans simulator under its own gunicorn,
 as Midtrans would be a separate party: every notification makes the product ask the
 simulator's GET /v2/<id>/status over HTTP before anything is applied.
@@ -323,16 +323,7 @@ def main() -> None:
         help="open loop: notifications arriving at these rates per second (none: skip)",
     )
     parser.add_argument("--rate-seconds", type=float, default=20.0, help="how long each open-loop rate runs")
-    # Sync workers by default: each takes the next connection from the listen queue only when
-    # free, so queued notifications are served first come first served. A gthread worker
-    # accepts connections while its threads are busy and queues them itself, so one worker's
-    # queue can grow while the other has room: same throughput here, a far longer tail
-    # (p99 ~770 ms with 2x8 gthread against ~465 ms with 4 sync workers at 32 senders).
-    parser.add_argument("--web-workers", type=int, default=4)
-    parser.add_argument("--web-threads", type=int, default=1)
-    parser.add_argument(
-        "--web-worker-class", default="sync", help="sync (one request per process) or gthread (with --web-threads)"
-    )
+    harness.web_arguments_add(parser)
     parser.add_argument("--web-keep-alive", type=int, default=None, help="gunicorn --keep-alive (s); 0: close")
     parser.add_argument("--sim-workers", type=int, default=1)
     parser.add_argument("--sim-threads", type=int, default=8)

@@ -21,6 +21,8 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_STATUS_TIMEOUT", "seconds"),
     ("MIDTRANS_BREAKER_FAILURES", "failures"),
     ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
+    ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls per Midtrans host and process"),
+    ("WEB_THREADS", "threads per web worker"),
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),
     ("DB_STATEMENT_TIMEOUT_MS", "milliseconds"),
@@ -161,6 +163,19 @@ def configuration_check(app_configs=None, **kwargs):
                     id="buatfilm.E012",
                 )
             )
+    # Calls to Midtrans at their limit must leave a web thread for everything else.
+    limit, threads = settings.MIDTRANS_MAX_CONCURRENT_CALLS, settings.WEB_THREADS
+    # (With one thread per worker there is nothing to keep free: a call holds the worker.)
+    if limit and threads and 1 < threads <= limit:
+        errors.append(
+            Error(
+                f"MIDTRANS_MAX_CONCURRENT_CALLS={limit} lets calls to Midtrans take all WEB_THREADS={threads} threads "
+                "of a web worker, so a slow Midtrans would stall every request, including the course platform's "
+                "entitlement checks.",
+                hint="Keep MIDTRANS_MAX_CONCURRENT_CALLS below WEB_THREADS (defaults: 6 and 8).",
+                id="buatfilm.E017",
+            )
+        )
     # The bundle the Midtrans client will load (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, as requests
     # picks between them): one that is not there fails every call, so say so now, not at a payment.
     from payments.midtrans import ca_bundle_path

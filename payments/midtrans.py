@@ -9,8 +9,11 @@ Every call:
 - passes through a circuit breaker whose state lives in the Django cache (Redis in
   production), so every web and worker process of a deployment shares it; Snap and the
   Core API have one breaker each, counting one failure per call (after its retries);
+- holds one of this process's MIDTRANS_MAX_CONCURRENT_CALLS slots while it runs: a slow
+  Midtrans may hold that many threads, never every thread of a web worker;
 - logs exactly one structured line per HTTP call (`midtrans_call`), or one
-  `midtrans_call_refused` line when the open breaker refused it without a call.
+  `midtrans_call_refused` line when the open breaker or a full set of slots refused it
+  without a call.
 
 Only status reads are retried (with backoff): they are safe to repeat. Snap create is
 never retried here: a repeated create could issue a second token for one order; the
@@ -138,6 +141,15 @@ class MidtransRateLimited(MidtransUnavailable):
     retry_after: float | None = None
 
 
+class MidtransBusy(MidtransUnavailable):
+    """This process already has MIDTRANS_MAX_CONCURRENT_CALLS calls to Midtrans in flight
+    (Midtrans is answering slowly): failed fast without calling, so the process keeps threads
+    for requests that never call Midtrans. Not a breaker failure: slow is not down.
+    `retry_after`: seconds to wait before trying again."""
+
+    retry_after: float | None = None
+
+
 class MidtransCircuitOpen(MidtransUnavailable):
     """The circuit breaker is open: failed fast without calling Midtrans.
 
@@ -178,6 +190,33 @@ def signature_verify(*, payload: dict, server_key: str | None = None) -> bool:
         return False
     expected = signature_compute(order_id=order_id, status_code=status_code, gross_amount=gross_amount, server_key=key)
     return hmac.compare_digest(expected.encode(), received.strip().lower().encode())
+
+
+# --- Call slots (per process) ---------------------------------------------------------------------
+
+# A call holds its thread for up to its timeouts. Without a limit, a burst of checkouts
+# against a Snap that answers in seconds takes every thread of a web worker, and requests
+# that never call Midtrans (the course platform's entitlement check, the finish page's
+# polling, health checks, the admin) wait behind them. MIDTRANS_MAX_CONCURRENT_CALLS is
+# below the web worker's thread count (start-up check buatfilm.E017), so some always stay free.
+SLOT_WAIT_SECONDS = 0.5  # a burst on a healthy Midtrans waits this long for a slot
+BUSY_RETRY_AFTER_SECONDS = 2
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _call_slots() -> threading.BoundedSemaphore:
+    """This process's slots for calls to Midtrans (setdefault is atomic under the GIL)."""
+    limit = int(settings.MIDTRANS_MAX_CONCURRENT_CALLS)
+    return _slots.get(limit) or _slots.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+def _refused(error: MidtransUnavailable, *, operation: str, midtrans_order_id: str, breaker: str, reason: str):
+    error.operation, error.midtrans_order_id = operation, midtrans_order_id
+    logger.warning(
+        "midtrans_call_refused",
+        extra={"operation": operation, "midtrans_order_id": midtrans_order_id, "reason": reason, "breaker": breaker},
+    )
+    return error
 
 
 # --- Circuit breaker (state in the shared cache) -----------------------------------------------------
@@ -764,7 +803,50 @@ def _request(
     `deadline` (time.monotonic()) is a hard limit for the whole call: each try's connect and
     read timeouts are cut to fit the time left, a retry is skipped when less than one try's
     read timeout would be left after its backoff, and no backoff sleeps past it.
+
+    The whole call (tries and backoffs) holds one of this process's call slots; when none
+    frees up within SLOT_WAIT_SECONDS it raises MidtransBusy without calling.
     """
+    slots = _call_slots()
+    if not slots.acquire(timeout=SLOT_WAIT_SECONDS):
+        busy = MidtransBusy(
+            f"{settings.MIDTRANS_MAX_CONCURRENT_CALLS} calls to Midtrans already in flight in this process; "
+            "failing fast"
+        )
+        busy.retry_after = BUSY_RETRY_AFTER_SECONDS
+        raise _refused(busy, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="busy")
+    try:
+        return _request_tries(
+            breaker=breaker,
+            operation=operation,
+            method=method,
+            url=url,
+            midtrans_order_id=midtrans_order_id,
+            json_body=json_body,
+            read_timeout=read_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            status_data_codes=status_data_codes,
+            deadline=deadline,
+        )
+    finally:
+        slots.release()
+
+
+def _request_tries(
+    *,
+    breaker: str,
+    operation: str,
+    method: str,
+    url: str,
+    midtrans_order_id: str,
+    json_body: dict | None,
+    read_timeout: float | None,
+    connect_timeout: float | None,
+    retries: int,
+    status_data_codes: set[str] | None,
+    deadline: float | None,
+) -> dict:
     timeout = (
         float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
         float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
@@ -781,15 +863,8 @@ def _request(
         try:
             probe, breaker_state = _circuit_admit_state(breaker)
         except MidtransCircuitOpen as exc:
-            exc.operation, exc.midtrans_order_id = operation, midtrans_order_id
-            logger.warning(
-                "midtrans_call_refused",
-                extra={
-                    "operation": operation,
-                    "midtrans_order_id": midtrans_order_id,
-                    "reason": "circuit_open",
-                    "breaker": breaker,
-                },
+            _refused(
+                exc, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="circuit_open"
             )
             raise
         try:

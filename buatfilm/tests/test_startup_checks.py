@@ -79,6 +79,15 @@ def test_good_configuration_passes():
         ({"MIDTRANS_READ_TIMEOUT": "0"}, "buatfilm.E012", ["MIDTRANS_READ_TIMEOUT", "greater than zero"]),
         ({"MIDTRANS_BREAKER_FAILURES": "-1"}, "buatfilm.E012", ["MIDTRANS_BREAKER_FAILURES"]),
         ({"MIDTRANS_CONNECT_TIMEOUT": "soon"}, "buatfilm.E000", ["MIDTRANS_CONNECT_TIMEOUT"]),
+        ({"MIDTRANS_MAX_CONCURRENT_CALLS": "0"}, "buatfilm.E012", ["MIDTRANS_MAX_CONCURRENT_CALLS"]),
+        ({"MIDTRANS_MAX_CONCURRENT_CALLS": "many"}, "buatfilm.E000", ["MIDTRANS_MAX_CONCURRENT_CALLS"]),
+        ({"WEB_THREADS": "0"}, "buatfilm.E012", ["WEB_THREADS"]),
+        # calls to a slow Midtrans could hold every thread of a web worker
+        (
+            {"MIDTRANS_MAX_CONCURRENT_CALLS": "8", "WEB_THREADS": "8"},
+            "buatfilm.E017",
+            ["MIDTRANS_MAX_CONCURRENT_CALLS=8", "WEB_THREADS=8", "below"],
+        ),
         ({"DATABASE_URL": "not a url at all"}, "buatfilm.E000", ["DATABASE_URL", "postgres://"]),
         ({"DATABASE_URL": "mysqlx://nobody@host/db"}, "buatfilm.E000", ["DATABASE_URL"]),
         ({"DEBUG": "maybe"}, "buatfilm.E000", ["DEBUG"]),

@@ -156,6 +156,35 @@ def test_open_circuit_fails_fast_without_calling_midtrans(api, settings):
     assert Order.objects.count() == 2
 
 
+def test_no_free_call_slot_answers_503_without_calling_midtrans_and_a_retry_resumes_the_order(api, settings):
+    # given every Midtrans call slot of this process held by calls in flight to a slow Midtrans
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
+    slots = midtrans._call_slots()
+    assert slots.acquire(blocking=False)
+    body = checkout_body()
+    try:
+        # when
+        response = checkout(api, body, key="k-busy")
+    finally:
+        slots.release()
+
+    # then
+    assert_gateway_unavailable(response)
+    assert response["Retry-After"] == "2"
+    assert snap_calls() == 0
+    order = Order.objects.get()
+    attempt = PaymentAttempt.objects.get()
+    assert order.status == OrderStatus.CREATED
+    assert attempt.status == "failed" and "MidtransBusy" in attempt.last_error
+    assert midtrans.circuit_state()["snap"]["failures"] == 0
+
+    # and once a slot is free, the same key resumes the same order
+    retried = checkout(api, body, key="k-busy")
+    assert retried.status_code == 201, retried.content
+    assert retried.json()["order_id"] == order.id
+    assert list(PaymentAttempt.objects.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
+
+
 def test_token_arriving_after_another_request_gave_up_on_the_attempt_is_not_stored(api, monkeypatch):
     # given a Snap answer that comes back only after another request marked the attempt failed
     # (as order_pay does with an attempt older than every timeout)

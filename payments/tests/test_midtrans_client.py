@@ -740,6 +740,77 @@ def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings
     assert 0 <= midtrans.circuit_state()["core"]["failures"] <= 300
 
 
+# --- call slots ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slots_taken(settings):
+    """Every call slot of this process held, as by calls in flight to a slow Midtrans; yields
+    a function that gives one back."""
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 2
+    slots = midtrans._call_slots()
+    held = [slots.acquire(blocking=False) for _ in range(2)]
+    assert held == [True, True]
+
+    def give_back():
+        slots.release()
+        held.pop()
+
+    yield give_back
+    for _ in held:
+        slots.release()
+
+
+def test_a_call_with_every_slot_taken_fails_fast_as_busy_without_calling_midtrans(sim, slots_taken, caplog):
+    # given two calls in flight in this process, the limit
+
+    # when
+    with caplog.at_level(logging.INFO, logger="payments.midtrans"), pytest.raises(midtrans.MidtransBusy) as exc:
+        midtrans.snap_create(payload=_payload())
+
+    # then: an "unavailable" answer (callers answer 503 / retry later), and no HTTP call
+    assert isinstance(exc.value, midtrans.MidtransUnavailable)
+    assert (exc.value.operation, exc.value.midtrans_order_id, exc.value.retry_after) == ("snap_create", ORDER, 2)
+    assert sim.api_calls() == []
+    assert not SimTransaction.objects.exists()
+    refused = [r for r in caplog.records if r.getMessage() == "midtrans_call_refused"]
+    assert [(r.operation, r.reason, r.breaker) for r in refused] == [("snap_create", "busy", "snap")]
+    assert not [r for r in caplog.records if r.getMessage() == "midtrans_call"]
+    # slow is not down: the breaker did not count it
+    assert (midtrans.circuit_state()["snap"]["state"], midtrans.circuit_state()["snap"]["failures"]) == ("closed", 0)
+
+    # and once a call in flight ends, the next one goes out
+    slots_taken()
+    assert midtrans.snap_create(payload=_payload()).token
+    assert len(sim.api_calls("snap_create")) == 1
+
+
+def test_every_way_a_call_ends_gives_its_slot_back(sim, settings):
+    # given one slot: a call that kept it would make the next one busy
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
+    settings.MIDTRANS_STATUS_RETRIES = 1
+    settings.MIDTRANS_READ_TIMEOUT = 0.3
+
+    # when: an answer, a refusal (4xx), a 5xx after a retry, a timeout, and a connection refused
+    midtrans.snap_create(payload=_payload())
+    with pytest.raises(midtrans.MidtransNotFound):
+        midtrans.transaction_cancel(midtrans_order_id="BF-NOBODY-1")
+    sim.faults(error_rate=1.0)
+    with pytest.raises(midtrans.MidtransServerError):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+    sim.faults(error_rate=0.0, latency_ms=1000)
+    with pytest.raises(midtrans.MidtransTimeout):
+        midtrans.snap_create(payload=_payload("BF-SLOT-2"))
+    sim.faults_reset()
+    settings.MIDTRANS_API_URL = "http://127.0.0.1:9"
+    with pytest.raises(midtrans.MidtransTimeout):
+        midtrans.transaction_status(midtrans_order_id=ORDER)
+
+    # then: the slot is free again
+    assert midtrans._call_slots().acquire(blocking=False)
+    midtrans._call_slots().release()
+
+
 # --- logging -----------------------------------------------------------------------------------------
 
 

@@ -126,6 +126,32 @@ def test_open_circuit_answers_503_at_once_without_calling_midtrans(sim, live_ser
     assert refreshed(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
 
 
+def test_no_free_call_slot_answers_503_without_calling_midtrans_and_the_retry_applies_it(sim, live_server, settings):
+    attempt = sim_attempt_create()
+    sim.pay(attempt.midtrans_order_id)
+    body = sim.notifications(attempt.midtrans_order_id)[-1].payload
+    calls = len(sim.api_calls("status"))
+    # every Midtrans call slot of the process held by calls in flight to a slow Midtrans
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
+    slots = midtrans._call_slots()
+    assert slots.acquire(blocking=False)
+    try:
+        response = webhook_post(live_server.url, body)
+    finally:
+        slots.release()
+
+    # Midtrans retries a 503 (reference §3); nothing was applied and the status API was not asked
+    assert response.status_code == 503
+    assert len(sim.api_calls("status")) == calls
+    assert refreshed(attempt) == (OS.PENDING_PAYMENT, A.OPEN)
+    assert not Entitlement.objects.exists()
+
+    # Midtrans' retry, with a slot free, is confirmed and applied
+    assert webhook_post(live_server.url, body).status_code == 200
+    assert refreshed(attempt) == (OS.PAID, A.PAID)
+    assert Entitlement.objects.filter(order_id=attempt.order_id).count() == 1
+
+
 def test_failure_while_applying_rolls_back_records_the_traceback_and_answers_503(sim, live_server, monkeypatch):
     attempt = sim_attempt_create()
     sim.pay(attempt.midtrans_order_id)

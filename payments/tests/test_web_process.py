@@ -1,0 +1,130 @@
+"""The web process exactly as the Procfile starts it (gunicorn, threaded workers) on this
+run's database, against a Midtrans simulator that answers slowly: the calls to Midtrans hold
+only their slots, everything else is still served, and checkouts over the limit fail fast.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from notifications.tests.conftest import wait_for, worker_env
+from notifications.tests.stubs import free_port
+from payments.models import Order, PaymentAttempt
+from payments.tests.checkout_support import checkout_body, launch_package_ensure, snap_calls
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+def procfile_command(process: str) -> str:
+    for line in (BASE_DIR / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return command.strip()
+    raise AssertionError(f"the Procfile has no {process!r} process")
+
+
+@pytest.fixture
+def web(midtrans_sim):
+    """One web worker of 4 threads with 2 Midtrans call slots, calling the simulator on live_server."""
+    launch_package_ensure()
+    port = free_port()
+    env = worker_env(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PORT=port,
+        WEB_CONCURRENCY=1,
+        WEB_THREADS=4,
+        MIDTRANS_MAX_CONCURRENT_CALLS=2,
+        MIDTRANS_SIMULATOR="false",
+        MIDTRANS_SNAP_URL=midtrans_sim.base_url,
+        MIDTRANS_API_URL=midtrans_sim.base_url,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        CHECKOUT_RATE_LIMIT="",
+    )
+    log = tempfile.NamedTemporaryFile(prefix="web-process-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        ["bash", "-c", "exec " + procfile_command("web")],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def log_text() -> str:
+        return Path(log.name).read_text(errors="replace")
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the web process exited with {process.returncode}:\n{log_text()}")
+        try:
+            return requests.get(url + "/health/live", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, timeout=60, message="the web process to serve", on_fail=log_text)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log.close()
+    os.unlink(log.name)
+    midtrans_sim.faults_reset()
+
+
+def test_a_slow_midtrans_holds_only_its_call_slots_and_everything_else_is_served(web, midtrans_sim):
+    # given Snap answering after 6 s, and four customers checking out at once on a worker
+    # with four threads, two of which may call Midtrans
+    midtrans_sim.faults(latency_ms=6000)
+    bodies = [checkout_body() for _ in range(4)]
+
+    def checkout(body):
+        response = requests.post(web + "/api/checkout/", json=body, timeout=30)
+        return response.status_code, response.json(), response.headers
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(checkout, body) for body in bodies]
+
+        # when: two have failed fast (no slot) while two are still waiting on Snap
+        wait_for(lambda: sum(f.done() for f in futures) >= 2, timeout=5, message="two checkouts to be answered")
+        answered = [f.result() for f in futures if f.done()]
+        check = requests.get(
+            web + "/api/entitlements/check/",
+            params={"email": bodies[0]["email"], "course": "ai-movie-course"},
+            headers={"Authorization": f"Bearer {settings.ENTITLEMENTS_API_TOKEN}"},
+            timeout=5,
+        )
+        still_waiting = sum(not f.done() for f in futures)
+        results = [f.result() for f in futures]
+
+    # then: the course platform was answered while both calls to Midtrans were in flight
+    assert check.status_code == 200 and check.json()["active"] is False
+    assert still_waiting == 2
+    # the two without a slot: 503 at once, the order kept, Midtrans never called for them
+    assert [(status, body["error"]["code"], headers["Retry-After"]) for status, body, headers in answered] == [
+        (503, "payment_gateway_unavailable", "2")
+    ] * 2
+    # the two with a slot: paid for once Snap answered
+    assert sorted(status for status, _, _ in results) == [201, 201, 503, 503]
+    assert snap_calls() == 2
+    assert sorted(Order.objects.values_list("status", flat=True)) == [
+        "CREATED",
+        "CREATED",
+        "PENDING_PAYMENT",
+        "PENDING_PAYMENT",
+    ]
+    busy = PaymentAttempt.objects.filter(status="failed")
+    assert busy.count() == 2 and all("MidtransBusy" in attempt.last_error for attempt in busy)
