@@ -16,6 +16,14 @@ webhook_rejected_total = Counter(
     registry=REGISTRY,
 )
 
+midtrans_calls_refused_total = Counter(
+    "buatfilm_midtrans_calls_refused_total",
+    "Calls to Midtrans refused without being made, by breaker (snap, core) and reason: circuit_open "
+    "(Midtrans failing) or busy (this process's MIDTRANS_MAX_CONCURRENT_CALLS slots all taken: Midtrans slow).",
+    ["breaker", "reason"],
+    registry=REGISTRY,
+)
+
 
 class _DatabaseGauges:
     def describe(self):

@@ -44,6 +44,8 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from urllib3.util import create_urllib3_context
 
+from buatfilm.metrics import midtrans_calls_refused_total
+
 logger = logging.getLogger(__name__)
 
 # Midtrans' answers to a reused order id (Indonesian and English variants, §1 and §6).
@@ -212,6 +214,7 @@ def _call_slots() -> threading.BoundedSemaphore:
 
 def _refused(error: MidtransUnavailable, *, operation: str, midtrans_order_id: str, breaker: str, reason: str):
     error.operation, error.midtrans_order_id = operation, midtrans_order_id
+    midtrans_calls_refused_total.labels(breaker=breaker, reason=reason).inc()
     logger.warning(
         "midtrans_call_refused",
         extra={"operation": operation, "midtrans_order_id": midtrans_order_id, "reason": reason, "breaker": breaker},

@@ -516,8 +516,10 @@ def test_breaker_opens_fails_fast_and_closes_after_good_probe(sim, settings):
     assert state["snap"]["state"] == "closed"  # only the Core API failed
 
     # Open: fails fast, no HTTP call reaches Midtrans.
+    refused_before = refused_count("core", "circuit_open")
     with pytest.raises(midtrans.MidtransCircuitOpen) as exc:
         midtrans.transaction_cancel(midtrans_order_id=ORDER)
+    assert refused_count("core", "circuit_open") == refused_before + 1
     assert (exc.value.operation, exc.value.breaker) == ("cancel", "core")
     assert 590 < exc.value.retry_after <= 600
     assert len(sim.api_calls()) == 3
@@ -743,6 +745,16 @@ def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings
 # --- call slots ----------------------------------------------------------------------------------
 
 
+def refused_count(breaker: str, reason: str) -> float:
+    """buatfilm_midtrans_calls_refused_total for these labels, as /metrics reports it."""
+    from buatfilm.metrics import REGISTRY
+
+    return (
+        REGISTRY.get_sample_value("buatfilm_midtrans_calls_refused_total", {"breaker": breaker, "reason": reason})
+        or 0.0
+    )
+
+
 @pytest.fixture
 def slots_taken(settings):
     """Every call slot of this process held, as by calls in flight to a slow Midtrans; yields
@@ -763,6 +775,7 @@ def slots_taken(settings):
 
 def test_a_call_with_every_slot_taken_fails_fast_as_busy_without_calling_midtrans(sim, slots_taken, caplog):
     # given two calls in flight in this process, the limit
+    busy_before = refused_count("snap", "busy")
 
     # when
     with caplog.at_level(logging.INFO, logger="payments.midtrans"), pytest.raises(midtrans.MidtransBusy) as exc:
@@ -775,6 +788,7 @@ def test_a_call_with_every_slot_taken_fails_fast_as_busy_without_calling_midtran
     assert not SimTransaction.objects.exists()
     refused = [r for r in caplog.records if r.getMessage() == "midtrans_call_refused"]
     assert [(r.operation, r.reason, r.breaker) for r in refused] == [("snap_create", "busy", "snap")]
+    assert refused_count("snap", "busy") == busy_before + 1
     assert not [r for r in caplog.records if r.getMessage() == "midtrans_call"]
     # slow is not down: the breaker did not count it
     assert (midtrans.circuit_state()["snap"]["state"], midtrans.circuit_state()["snap"]["failures"]) == ("closed", 0)
