@@ -24,9 +24,6 @@ logger = logging.getLogger(__name__)
 OUTBOX_BACKLOG_WARN_SECONDS = 600
 DATABASE_PROBE_DEADLINE_SECONDS = 2.5
 
-# At most one database probe in flight per process: a hung server must not pile up threads.
-_probe_lock = threading.Lock()
-
 
 def _timed(fn):
     started = time.monotonic()
@@ -39,34 +36,58 @@ def _timed(fn):
     return result
 
 
-def _database_select_one(outcome: dict) -> None:
+class _DatabaseProbe:
+    """One SELECT 1 on its own connection, in its own thread; callers wait on `done`."""
+
+    def __init__(self):
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.outcome: dict = {}
+
+
+# At most one database probe in flight per process, shared by every thread that asks while
+# it runs (the load balancer and a monitor probing at once must not fail each other), and a
+# hung server does not pile up threads: later callers wait on the same probe's deadline.
+_probe_guard = threading.Lock()
+_probe_in_flight: _DatabaseProbe | None = None
+
+
+def _database_select_one(probe: _DatabaseProbe) -> None:
     # Runs in its own thread, so Django gives it its own connection, closed at the end.
+    global _probe_in_flight
     try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
             cursor.execute("SELECT 1")
-        outcome["ok"] = True
+        probe.outcome["ok"] = True
     except Exception as exc:  # reported by the probe
-        outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        probe.outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
     finally:
         connections[DEFAULT_DB_ALIAS].close()
-        _probe_lock.release()
+        with _probe_guard:
+            if _probe_in_flight is probe:
+                _probe_in_flight = None
+        probe.done.set()
 
 
 def check_database() -> dict:
-    def probe():
-        if not _probe_lock.acquire(blocking=False):
-            return {"ok": False, "error": "an earlier database probe is still waiting for the server"}
-        outcome: dict = {}
-        worker = threading.Thread(target=_database_select_one, args=(outcome,), daemon=True)
-        worker.start()
-        worker.join(DATABASE_PROBE_DEADLINE_SECONDS)
-        if worker.is_alive():
+    def run():
+        global _probe_in_flight
+        with _probe_guard:
+            probe = _probe_in_flight
+            if probe is None:
+                probe = _probe_in_flight = _DatabaseProbe()
+                threading.Thread(target=_database_select_one, args=(probe,), daemon=True).start()
+        waited = time.monotonic() - probe.started
+        if not probe.done.wait(max(0.0, DATABASE_PROBE_DEADLINE_SECONDS - waited)):
+            if waited >= DATABASE_PROBE_DEADLINE_SECONDS:
+                return {"ok": False, "error": f"an earlier database probe has had no answer for {waited:.0f} s"}
             return {"ok": False, "error": f"no answer within {DATABASE_PROBE_DEADLINE_SECONDS} s"}
+        outcome = probe.outcome
         return {"ok": outcome.get("ok", False), **({"error": outcome["error"]} if "error" in outcome else {})}
 
     # The request's own pooled connection is left alone: asking whether it is usable would
     # itself wait on a hung server. Django's health check drops it on its next use.
-    return _timed(probe)
+    return _timed(run)
 
 
 def check_migrations() -> dict:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,29 @@ def test_every_response_carries_a_request_id(client):
     assert given["X-Request-ID"] == "abc-123"
     assert len(generated["X-Request-ID"]) == 32
     assert bogus["X-Request-ID"] != "<script>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_probes_at_the_same_time_share_one_answer():
+    # given web threads asking for readiness at the same moment (load balancer, monitor, ...)
+    from buatfilm.health import check_database
+
+    barrier = threading.Barrier(4)
+
+    def ask():
+        results = []
+        for _ in range(10):
+            barrier.wait()
+            results.append(check_database())
+        return results
+
+    # when
+    with ThreadPoolExecutor(4) as pool:
+        answers = [answer for results in pool.map(lambda _: ask(), range(4)) for answer in results]
+
+    # then every one says the database is up: none fails because another probe was running
+    assert len(answers) == 40
+    assert [a for a in answers if a["ok"] is not True] == []
 
 
 @pytest.fixture
