@@ -1,7 +1,8 @@
 """Benchmark: POST /api/checkout/ end to end, against the Midtrans simulator's Snap alone.
 
-    .venv/bin/python bench/checkout.py [--clients 1 16] [--requests 200 800]
-                                       [--snap-latency-ms 0] [--slow-gateway-ms 1000] [--keep-db]
+    .venv/bin/python bench/checkout.py [--clients 1 16] [--requests 200 800] [--rates 30 60]
+                                       [--rate-seconds 10] [--snap-latency-ms 0]
+                                       [--slow-gateway-ms 1000] [--keep-db]
 
 What runs: PostgreSQL (a scratch database `buatfilm_bench_checkout`, dropped, re-created,
 migrated), the shared bench Redis (the payment-instruction messages' Celery kicks go there
@@ -21,7 +22,9 @@ previous one was answered): requests per second and p50/p95/p99 latency for
 then the difference, which is the latency our checkout adds. Target: added p95 < 30 ms at
 16 clients. Afterwards every order is checked: PENDING_PAYMENT with an open attempt.
 By default Snap answers at once; --snap-latency-ms makes it answer as late as a real
-gateway across the internet would.
+gateway across the internet would. Then the same in an open loop (--rates): checkouts
+arrive at a steady rate whatever the answers, as customers do, each latency counted from
+when it was due; the closed loop measures saturation, the open loop a launch-day load.
 
 Then (unless --slow-gateway-ms 0) what a slow Midtrans does to the rest of the product: the
 course platform's entitlement check alone, then while 16 checkout clients wait on a Snap
@@ -236,6 +239,14 @@ def main() -> None:
         help="afterwards, make Snap answer this slowly and measure the course platform's entitlement "
         "check while 16 checkouts wait on it (0: skip)",
     )
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[30.0, 60.0],
+        help="open loop: checkouts arriving at these rates per second, Snap alone at the same (none: skip)",
+    )
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="how long each open-loop rate runs")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     if len(args.requests) != len(args.clients):
@@ -310,6 +321,33 @@ def main() -> None:
             print("   ", check_orders(bodies))
             print()
             rows.append((clients, added, snap, snap_cpu, ours, checkout_cpu))
+        # Open loop: customers arrive at a rate, whatever the answers (latency counted from
+        # when each was due), as at a launch; the closed loop above measures saturation.
+        for level, rate in enumerate(args.rates):
+            count = int(rate * args.rate_seconds)
+            time.sleep(1)
+            snap = harness.open_loop_run(
+                url=sim_base + "/snap/v1/transactions",
+                bodies=snap_bodies(count, f"R{level}"),
+                rate=rate,
+                headers=snap_auth,
+            )
+            print(harness.result_line(f"Snap alone, open {rate:g}/s", snap))
+            time.sleep(1)
+            bodies, headers = checkout_bodies(count, f"r{level}")
+            with CpuMeter({"web": _children(web.process.pid), "simulator": _children(sim.process.pid)}) as meter:
+                ours = harness.open_loop_run(
+                    url=web.url + "/api/checkout/", bodies=bodies, rate=rate, headers_per_body=headers
+                )
+            print(harness.result_line(f"checkout, open {rate:g}/s", ours))
+            print("   ", meter.line(count))
+            added = {p: ours.percentile(p) - snap.percentile(p) for p in (50, 95, 99)}
+            print(
+                f"{'added by our checkout':<28} rate={rate:g}/s "
+                f"p50=+{added[50]:.1f} ms  p95=+{added[95]:.1f} ms  p99=+{added[99]:.1f} ms"
+            )
+            print("   ", check_orders(bodies))
+            print()
         if args.slow_gateway_ms:
             slow_gateway_isolation(
                 web=web, sim_base=sim_base, slow_ms=args.slow_gateway_ms, restore_ms=args.snap_latency_ms

@@ -381,15 +381,24 @@ def load_run(
     return result
 
 
-def open_loop_run(*, url: str, bodies: list[bytes], rate: float, workers: int = 64) -> LoadResult:
+def open_loop_run(
+    *,
+    url: str,
+    bodies: list[bytes],
+    rate: float,
+    workers: int = 64,
+    headers: dict | None = None,
+    headers_per_body: list[dict] | None = None,
+) -> LoadResult:
     """Open loop: request i is due at i / rate seconds, whether or not earlier ones were
     answered, as notifications arrive when customers pay. Each latency counts from when its
     request was due, so time spent waiting for a free sender counts too (no coordinated
     omission). `workers` senders with keep-alive connections take due requests in order.
-    `concurrency` in the result is the number of senders."""
+    `concurrency` in the result is the number of senders. `headers` and `headers_per_body`
+    as in load_run."""
     parts = urlsplit(url)
     target = _target(parts)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     result = LoadResult(concurrency=workers)
     due: queue.Queue = queue.Queue()
     lock = threading.Lock()
@@ -399,7 +408,8 @@ def open_loop_run(*, url: str, bodies: list[bytes], rate: float, workers: int = 
         while (item := due.get()) is not None:
             index, due_at = item
             try:
-                conn.request("POST", target, body=bodies[index], headers=headers)
+                extra = headers_per_body[index] if headers_per_body else None
+                conn.request("POST", target, body=bodies[index], headers={**headers, **extra} if extra else headers)
                 response = conn.getresponse()
                 response.read()
                 with lock:
