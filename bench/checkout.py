@@ -249,6 +249,7 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=10.0, help="how long each open-loop rate runs")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
+    harness.web_arguments_check(parser, args)
     if len(args.requests) != len(args.clients):
         parser.error("--requests needs one count per --clients level")
 

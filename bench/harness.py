@@ -166,7 +166,11 @@ class Gunicorn:
                 "2048",
                 # A threaded worker accepts only as many connections as it has threads (as in
                 # the Procfile), so a busy worker leaves new ones to the free workers.
-                *(["--worker-connections", str(self.threads)] if self.worker_class == "gthread" else []),
+                *(
+                    ["--worker-connections", str(self.threads), "--keep-alive", "0"]
+                    if self.worker_class == "gthread"
+                    else []
+                ),
                 *self.extra_args,
             ],
             cwd=ROOT,
@@ -208,15 +212,22 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def web_arguments_add(parser) -> None:
     """--web-workers/--web-threads/--web-worker-class, defaulting to the Procfile's web process:
-    4 gthread workers of 8 threads, each accepting only as many connections as it has threads."""
+    4 gthread workers of 8 threads, each accepting only as many connections as it has threads.
+    Call web_arguments_check(parser, args) after parsing."""
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument(
         "--web-threads",
         type=int,
         default=8,
-        help="threads per worker (WEB_THREADS); at or below MIDTRANS_MAX_CONCURRENT_CALLS (6) set that lower too",
+        help="threads per worker (WEB_THREADS); at or below twice MIDTRANS_MAX_CONCURRENT_CALLS (3), set that lower",
     )
     parser.add_argument("--web-worker-class", default="gthread", choices=["gthread", "sync"])
+
+
+def web_arguments_check(parser, args) -> None:
+    # gunicorn quietly runs a "sync" worker with more than one thread as gthread.
+    if args.web_worker_class == "sync" and args.web_threads != 1:
+        parser.error("--web-worker-class sync runs one thread per worker: add --web-threads 1")
 
 
 @contextmanager
@@ -229,7 +240,8 @@ def web_and_simulator(*, args, web_env: dict, web_port: int, sim_env: dict, sim_
             env=sim_env, port=sim_port, workers=args.sim_workers, threads=args.sim_threads, label="simulator"
         ) as simulator,
         Gunicorn(
-            env={"WEB_THREADS": str(args.web_threads), **web_env},
+            # The start-up check compares the call limit with the threads gunicorn really runs.
+            env={**web_env, "WEB_THREADS": str(args.web_threads)},
             port=web_port,
             workers=args.web_workers,
             threads=args.web_threads,

@@ -330,6 +330,7 @@ def main() -> None:
     parser.add_argument("--show-queries", action="store_true", help="print one notification's SQL")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
+    harness.web_arguments_check(parser, args)
     if len(args.requests) != len(args.senders):
         parser.error("--requests needs one count per --senders level")
 

@@ -21,7 +21,7 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_STATUS_TIMEOUT", "seconds"),
     ("MIDTRANS_BREAKER_FAILURES", "failures"),
     ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
-    ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls per Midtrans host and process"),
+    ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls in flight per Midtrans host and process"),
     ("WEB_THREADS", "threads per web worker"),
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),
@@ -163,16 +163,16 @@ def configuration_check(app_configs=None, **kwargs):
                     id="buatfilm.E012",
                 )
             )
-    # Calls to Midtrans at their limit must leave a web thread for everything else.
-    limit, threads = settings.MIDTRANS_MAX_CONCURRENT_CALLS, settings.WEB_THREADS
+    # Calls to both Midtrans hosts at their limits must leave a web thread for everything else.
     # (With one thread per worker there is nothing to keep free: a call holds the worker.)
-    if limit and threads and 1 < threads <= limit:
+    limit, threads = settings.MIDTRANS_MAX_CONCURRENT_CALLS, settings.WEB_THREADS
+    if limit and threads and limit > 0 and 1 < threads <= 2 * limit:
         errors.append(
             Error(
-                f"MIDTRANS_MAX_CONCURRENT_CALLS={limit} lets calls to Midtrans take all WEB_THREADS={threads} threads "
-                "of a web worker, so a slow Midtrans would stall every request, including the course platform's "
-                "entitlement checks.",
-                hint="Keep MIDTRANS_MAX_CONCURRENT_CALLS below WEB_THREADS (defaults: 6 and 8).",
+                f"MIDTRANS_MAX_CONCURRENT_CALLS={limit} per Midtrans host lets calls to Snap and the Core API take "
+                f"all WEB_THREADS={threads} threads of a web worker, so a slow Midtrans would stall every request, "
+                "including the course platform's entitlement checks.",
+                hint="Keep 2 x MIDTRANS_MAX_CONCURRENT_CALLS below WEB_THREADS (defaults: 3 and 8).",
                 id="buatfilm.E017",
             )
         )

@@ -242,9 +242,9 @@ MIDTRANS_STATUS_TIMEOUT = _read(env.float, "MIDTRANS_STATUS_TIMEOUT", default=2.
 MIDTRANS_STATUS_RETRIES = _read(env.int, "MIDTRANS_STATUS_RETRIES", default=2)
 MIDTRANS_BREAKER_FAILURES = _read(env.int, "MIDTRANS_BREAKER_FAILURES", default=5)
 MIDTRANS_BREAKER_COOLDOWN = _read(env.float, "MIDTRANS_BREAKER_COOLDOWN", default=30.0)
-# Calls to Midtrans in flight per process; the web worker's other threads stay free for
-# requests that never call Midtrans (payments.midtrans, "Call slots").
-MIDTRANS_MAX_CONCURRENT_CALLS = _read(env.int, "MIDTRANS_MAX_CONCURRENT_CALLS", default=6)
+# Calls in flight per process to each Midtrans host (Snap, Core API); the web worker's other
+# threads stay free for requests that never call Midtrans (payments.midtrans, "Call slots").
+MIDTRANS_MAX_CONCURRENT_CALLS = _read(env.int, "MIDTRANS_MAX_CONCURRENT_CALLS", default=3)
 # Threads per web worker: read by the Procfile's gunicorn; here only to check the limit above.
 WEB_THREADS = _read(env.int, "WEB_THREADS", default=8)
 # The simulator's notification retry schedule (2, 10, 30, 90, 210 min) divided by this.

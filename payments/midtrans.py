@@ -9,8 +9,8 @@ Every call:
 - passes through a circuit breaker whose state lives in the Django cache (Redis in
   production), so every web and worker process of a deployment shares it; Snap and the
   Core API have one breaker each, counting one failure per call (after its retries);
-- holds one of this process's MIDTRANS_MAX_CONCURRENT_CALLS slots while it runs: a slow
-  Midtrans may hold that many threads, never every thread of a web worker;
+- holds one of this process's MIDTRANS_MAX_CONCURRENT_CALLS slots for its host while it
+  runs, so calls to a slow Midtrans hold at most that many threads per host;
 - logs exactly one structured line per HTTP call (`midtrans_call`), or one
   `midtrans_call_refused` line when the open breaker or a full set of slots refused it
   without a call.
@@ -144,7 +144,7 @@ class MidtransRateLimited(MidtransUnavailable):
 
 
 class MidtransBusy(MidtransUnavailable):
-    """This process already has MIDTRANS_MAX_CONCURRENT_CALLS calls to Midtrans in flight
+    """This process already has MIDTRANS_MAX_CONCURRENT_CALLS calls to this host in flight
     (Midtrans is answering slowly): failed fast without calling, so the process keeps threads
     for requests that never call Midtrans. Not a breaker failure: slow is not down.
     `retry_after`: seconds to wait before trying again."""
@@ -199,17 +199,26 @@ def signature_verify(*, payload: dict, server_key: str | None = None) -> bool:
 # A call holds its thread for up to its timeouts. Without a limit, a burst of checkouts
 # against a Snap that answers in seconds takes every thread of a web worker, and requests
 # that never call Midtrans (the course platform's entitlement check, the finish page's
-# polling, health checks, the admin) wait behind them. MIDTRANS_MAX_CONCURRENT_CALLS is
-# below the web worker's thread count (start-up check buatfilm.E017), so some always stay free.
+# polling, health checks, the admin) wait behind them. Each host has its own slots, as it
+# has its own breaker: a slow Core API (webhook status reads) must not stop checkouts, nor
+# a slow Snap the webhooks. Both hosts' slots together stay below the web worker's thread
+# count (start-up check buatfilm.E017).
 SLOT_WAIT_SECONDS = 0.5  # a burst on a healthy Midtrans waits this long for a slot
 BUSY_RETRY_AFTER_SECONDS = 2
-_slots: dict[int, threading.BoundedSemaphore] = {}
+# A call that would have less than this left before its deadline once it has a slot is not
+# made: a try cut that short would only time out and count against a healthy Midtrans.
+_MIN_TRY_SECONDS = 0.1
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 
 
-def _call_slots() -> threading.BoundedSemaphore:
-    """This process's slots for calls to Midtrans (setdefault is atomic under the GIL)."""
-    limit = int(settings.MIDTRANS_MAX_CONCURRENT_CALLS)
-    return _slots.get(limit) or _slots.setdefault(limit, threading.BoundedSemaphore(limit))
+def _call_slots(breaker: str) -> threading.BoundedSemaphore:
+    """This process's slots for calls to `breaker`'s host (setdefault is atomic under the GIL)."""
+    key = (breaker, int(settings.MIDTRANS_MAX_CONCURRENT_CALLS))
+    return _slots.get(key) or _slots.setdefault(key, threading.BoundedSemaphore(key[1]))
+
+
+# A process forked while a thread held a slot would inherit one slot fewer for good.
+os.register_at_fork(after_in_child=_slots.clear)
 
 
 def _refused(error: MidtransUnavailable, *, operation: str, midtrans_order_id: str, breaker: str, reason: str):
@@ -807,14 +816,20 @@ def _request(
     read timeouts are cut to fit the time left, a retry is skipped when less than one try's
     read timeout would be left after its backoff, and no backoff sleeps past it.
 
-    The whole call (tries and backoffs) holds one of this process's call slots; when none
-    frees up within SLOT_WAIT_SECONDS it raises MidtransBusy without calling.
+    The whole call (tries and backoffs) holds one of this process's slots for its host; when
+    none frees up within SLOT_WAIT_SECONDS (or before `deadline`) it raises MidtransBusy
+    without calling.
     """
-    slots = _call_slots()
-    if not slots.acquire(timeout=SLOT_WAIT_SECONDS):
+    slots = _call_slots(breaker)
+    wait = SLOT_WAIT_SECONDS if deadline is None else min(SLOT_WAIT_SECONDS, deadline - time.monotonic())
+    acquired = slots.acquire(timeout=max(0.0, wait))
+    if acquired and deadline is not None and deadline - time.monotonic() < _MIN_TRY_SECONDS:
+        slots.release()
+        acquired = False
+    if not acquired:
         busy = MidtransBusy(
-            f"{settings.MIDTRANS_MAX_CONCURRENT_CALLS} calls to Midtrans already in flight in this process; "
-            "failing fast"
+            f"{settings.MIDTRANS_MAX_CONCURRENT_CALLS} calls to Midtrans {breaker} already in flight in this "
+            "process; failing fast"
         )
         busy.retry_after = BUSY_RETRY_AFTER_SECONDS
         raise _refused(busy, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="busy")

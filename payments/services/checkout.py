@@ -66,6 +66,7 @@ CLOSED_STATUSES = (OrderStatus.EXPIRED, OrderStatus.FAILED, OrderStatus.CANCELLE
 # How long a caller waits for another request's Snap call on the same order (a double click)
 # before answering "try again"; polled, never holding a transaction open.
 _WAIT_POLL_SECONDS = 0.05
+_IN_FLIGHT_WAIT_SECONDS = 2.0
 
 # Customer-facing messages (Bahasa Indonesia).
 MSG_PACKAGE_UNKNOWN = "Paket tidak ditemukan."
@@ -478,7 +479,10 @@ def _order_pay_decide(*, order_id: str):
 
 
 def _attempt_wait(*, attempt_id: int) -> None:
-    deadline = time.monotonic() + _snap_budget_seconds()
+    """Wait briefly for another request's Snap call (a double click, a resumed key): long
+    enough for a healthy Midtrans to answer, short enough that a slow one does not hold
+    this thread too (the caller then answers 503 "being prepared", Retry-After 2)."""
+    deadline = time.monotonic() + min(_IN_FLIGHT_WAIT_SECONDS, _snap_budget_seconds())
     while time.monotonic() < deadline:
         status = PaymentAttempt.objects.filter(pk=attempt_id).values_list("status", flat=True).first()
         if status != AttemptStatus.INITIATED:

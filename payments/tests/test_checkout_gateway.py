@@ -159,7 +159,7 @@ def test_open_circuit_fails_fast_without_calling_midtrans(api, settings):
 def test_no_free_call_slot_answers_503_without_calling_midtrans_and_a_retry_resumes_the_order(api, settings):
     # given every Midtrans call slot of this process held by calls in flight to a slow Midtrans
     settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
-    slots = midtrans._call_slots()
+    slots = midtrans._call_slots(midtrans.SNAP)
     assert slots.acquire(blocking=False)
     body = checkout_body()
     try:

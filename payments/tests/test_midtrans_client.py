@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -760,7 +761,7 @@ def slots_taken(settings):
     """Every call slot of this process held, as by calls in flight to a slow Midtrans; yields
     a function that gives one back."""
     settings.MIDTRANS_MAX_CONCURRENT_CALLS = 2
-    slots = midtrans._call_slots()
+    slots = midtrans._call_slots(midtrans.SNAP)
     held = [slots.acquire(blocking=False) for _ in range(2)]
     assert held == [True, True]
 
@@ -793,6 +794,10 @@ def test_a_call_with_every_slot_taken_fails_fast_as_busy_without_calling_midtran
     # slow is not down: the breaker did not count it
     assert (midtrans.circuit_state()["snap"]["state"], midtrans.circuit_state()["snap"]["failures"]) == ("closed", 0)
 
+    # the other host's slots are its own: a status read still goes out
+    assert midtrans.transaction_status(midtrans_order_id=ORDER)["status_code"] == "404"
+    assert len(sim.api_calls("status")) == 1
+
     # and once a call in flight ends, the next one goes out
     slots_taken()
     assert midtrans.snap_create(payload=_payload()).token
@@ -816,13 +821,64 @@ def test_every_way_a_call_ends_gives_its_slot_back(sim, settings):
     with pytest.raises(midtrans.MidtransTimeout):
         midtrans.snap_create(payload=_payload("BF-SLOT-2"))
     sim.faults_reset()
+    # (the simulator finishes that call later: let it write its rows before the next test)
+    deadline = time.monotonic() + 10
+    while not SimTransaction.objects.filter(order_id="BF-SLOT-2").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     settings.MIDTRANS_API_URL = "http://127.0.0.1:9"
     with pytest.raises(midtrans.MidtransTimeout):
         midtrans.transaction_status(midtrans_order_id=ORDER)
 
-    # then: the slot is free again
-    assert midtrans._call_slots().acquire(blocking=False)
-    midtrans._call_slots().release()
+    # then: each host's slot is free again
+    for breaker in midtrans.BREAKERS:
+        assert midtrans._call_slots(breaker).acquire(blocking=False)
+        midtrans._call_slots(breaker).release()
+
+
+def test_a_webhook_status_read_waits_for_a_slot_only_within_its_budget(sim, settings, slots_taken):
+    from payments.services.events import status_confirm
+
+    # given the Core API's slots all taken (slots_taken holds Snap's: take Core's too)
+    core = midtrans._call_slots(midtrans.CORE)
+    assert core.acquire(blocking=False) and core.acquire(blocking=False)
+    settings.WEBHOOK_STATUS_BUDGET = 0.1
+    try:
+        # when
+        started = time.monotonic()
+        with pytest.raises(midtrans.MidtransBusy):
+            status_confirm(midtrans_order_id=ORDER)
+        elapsed = time.monotonic() - started
+    finally:
+        core.release()
+        core.release()
+
+    # then: a timeout behaviour, not a speed figure: the budget, not SLOT_WAIT_SECONDS (0.5 s)
+    assert elapsed < 0.1 + 0.25, elapsed
+    assert sim.api_calls() == []
+
+
+def test_a_slot_freed_too_close_to_the_deadline_makes_no_call_and_counts_no_failure(sim, settings):
+    from payments.services.events import status_confirm
+
+    # given the only Core API slot, freed 0.05 s before the status read's budget runs out
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
+    settings.WEBHOOK_STATUS_BUDGET = 0.3
+    core = midtrans._call_slots(midtrans.CORE)
+    assert core.acquire(blocking=False)
+    releaser = threading.Timer(0.25, core.release)
+    releaser.start()
+    try:
+        # when: the read gets the slot with less than a try's worth of time left
+        with pytest.raises(midtrans.MidtransBusy):
+            status_confirm(midtrans_order_id=ORDER)
+    finally:
+        releaser.join()
+
+    # then it did not call (a try cut that short could only time out) and the breaker is untouched
+    assert sim.api_calls() == []
+    assert midtrans.circuit_state()["core"]["failures"] == 0
+    assert core.acquire(blocking=False)
+    core.release()
 
 
 # --- logging -----------------------------------------------------------------------------------------

@@ -35,20 +35,22 @@ def procfile_command(process: str) -> str:
 
 @pytest.fixture
 def web(midtrans_sim):
-    """One web worker of 4 threads with 2 Midtrans call slots, calling the simulator on live_server."""
+    """One web worker of 6 threads with 2 call slots per Midtrans host, calling the simulator on live_server."""
     launch_package_ensure()
     port = free_port()
     env = worker_env(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         PORT=port,
         WEB_CONCURRENCY=1,
-        WEB_THREADS=4,
+        WEB_THREADS=6,
         MIDTRANS_MAX_CONCURRENT_CALLS=2,
         MIDTRANS_SIMULATOR="false",
         MIDTRANS_SNAP_URL=midtrans_sim.base_url,
         MIDTRANS_API_URL=midtrans_sim.base_url,
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         CHECKOUT_RATE_LIMIT="",
+        # the test's Snap answers after 6 s: within the read timeout, whatever the environment says
+        MIDTRANS_READ_TIMEOUT=10,
     )
     log = tempfile.NamedTemporaryFile(prefix="web-process-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
@@ -87,7 +89,7 @@ def web(midtrans_sim):
 
 def test_a_slow_midtrans_holds_only_its_call_slots_and_everything_else_is_served(web, midtrans_sim):
     # given Snap answering after 6 s, and four customers checking out at once on a worker
-    # with four threads, two of which may call Midtrans
+    # with six threads, two of which may call Snap
     midtrans_sim.faults(latency_ms=6000)
     bodies = [checkout_body() for _ in range(4)]
 

@@ -133,7 +133,7 @@ def test_no_free_call_slot_answers_503_without_calling_midtrans_and_the_retry_ap
     calls = len(sim.api_calls("status"))
     # every Midtrans call slot of the process held by calls in flight to a slow Midtrans
     settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
-    slots = midtrans._call_slots()
+    slots = midtrans._call_slots(midtrans.CORE)
     assert slots.acquire(blocking=False)
     try:
         response = webhook_post(live_server.url, body)
