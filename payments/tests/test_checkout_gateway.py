@@ -3,9 +3,11 @@ with Retry-After; the order is kept, and every way of retrying opens a new attem
 Faults are injected into the Midtrans simulator, which is reached over real HTTP.
 """
 
+import threading
 import time
 
 import pytest
+import requests
 from rest_framework.test import APIClient
 
 from notifications.models import Notification
@@ -183,6 +185,38 @@ def test_no_free_call_slot_answers_503_without_calling_midtrans_and_a_retry_resu
     assert retried.status_code == 201, retried.content
     assert retried.json()["order_id"] == order.id
     assert list(PaymentAttempt.objects.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
+
+
+def test_pay_while_another_request_waits_on_a_slow_snap_answers_503_soon_then_the_same_token(api):
+    # given a checkout whose Snap call takes 4 s (the customer then presses "pay" again)
+    api.sim.faults(latency_ms=4000)
+    live = api.sim.live_url
+    first: dict = {}
+    caller = threading.Thread(
+        target=lambda: first.update(response=requests.post(f"{live}/api/checkout/", json=checkout_body(), timeout=30))
+    )
+    caller.start()
+    deadline = time.monotonic() + 5
+    while not PaymentAttempt.objects.filter(status="initiated").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    order_id = PaymentAttempt.objects.get().order_id
+
+    # when
+    second = requests.post(f"{live}/api/orders/{order_id}/pay/", json={}, timeout=30)
+    waiting_when_answered = caller.is_alive()
+    caller.join()
+
+    # then: told to come back while the first call was still waiting, not held until it ended
+    assert waiting_when_answered
+    assert second.status_code == 503
+    assert second.json()["error"]["code"] == "payment_gateway_unavailable"
+    assert second.headers["Retry-After"] == "2"
+    assert first["response"].status_code == 201
+    # and coming back gives the one Snap transaction the first call opened
+    again = api.post(f"/api/orders/{order_id}/pay/", {}, format="json")
+    assert again.status_code == 200
+    assert again.json()["payment"]["token"] == first["response"].json()["payment"]["token"]
+    assert snap_calls() == 1 and PaymentAttempt.objects.count() == 1
 
 
 def test_token_arriving_after_another_request_gave_up_on_the_attempt_is_not_stored(api, monkeypatch):
