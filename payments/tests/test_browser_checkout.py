@@ -3,10 +3,12 @@ simulator: landing form -> checkout API -> simulator payment page -> our finish 
 """
 
 import re
+import threading
 
 import pytest
 
-from payments.models import Order, OrderStatus, PaymentAttempt
+from payments import midtrans
+from payments.models import IdempotencyRecord, Order, OrderStatus, PaymentAttempt
 from payments.tests.checkout_support import launch_package_ensure
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -61,3 +63,33 @@ def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_p
     assert not page.is_visible("#continue-button")
     order.refresh_from_db()
     assert order.status == OrderStatus.PAID
+
+
+def test_when_midtrans_is_busy_the_page_tries_again_by_itself_on_the_same_order(midtrans_sim, phone_page, settings):
+    # given every Snap call slot of the server busy (a slow Midtrans) for the next second
+    page = phone_page
+    launch_package_ensure()
+    settings.CHECKOUT_RATE_LIMIT = ""
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
+    slots = midtrans._call_slots(midtrans.SNAP)
+    assert slots.acquire(blocking=False)
+    page.goto(midtrans_sim.live_url + "/")
+    page.fill("#name", "Dewi Lestari")
+    page.fill("#email", "dewi@example.com")
+    page.fill("#phone", "0812 3456 7890")
+
+    # when the customer pays once: the server answers 503 with Retry-After 2
+    page.click("#pay-button")
+    page.wait_for_selector("#form-error:has-text('Mencoba lagi otomatis')")
+    assert page.is_disabled("#pay-button")
+    freed = threading.Timer(0.5, slots.release)
+    freed.start()
+
+    # then, without another click, the page comes back with the same key and reaches Snap
+    page.wait_for_url(re.compile(r"/sandbox/midtrans/snap/v4/redirection/"), timeout=15_000)
+    freed.join()
+    order = Order.objects.get()
+    assert order.status == OrderStatus.PENDING_PAYMENT
+    assert list(PaymentAttempt.objects.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
+    assert "MidtransBusy" in PaymentAttempt.objects.get(number=1).last_error
+    assert IdempotencyRecord.objects.count() == 1
