@@ -70,8 +70,8 @@ def web(midtrans_sim):
         if process.poll() is not None:
             raise AssertionError(f"the web process exited with {process.returncode}:\n{log_text()}")
         try:
-            return requests.get(url + "/health/live", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(url + "/health/live", timeout=5).status_code == 200
+        except requests.RequestException:  # not listening yet, or still loading the app
             return False
 
     wait_for(up, timeout=60, message="the web process to serve", on_fail=log_text)
