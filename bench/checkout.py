@@ -175,6 +175,16 @@ def check_orders(bodies: list[bytes]) -> str:
     )
 
 
+def print_added(ours, snap, load: str) -> dict[int, float]:
+    """Print and return what our checkout adds to Snap alone at p50/p95/p99, in ms."""
+    added = {p: ours.percentile(p) - snap.percentile(p) for p in (50, 95, 99)}
+    print(
+        f"{'added by our checkout':<28} {load} "
+        f"p50=+{added[50]:.1f} ms  p95=+{added[95]:.1f} ms  p99=+{added[99]:.1f} ms"
+    )
+    return added
+
+
 def _latency_fault(sim_base: str, latency_ms: int) -> None:
     harness.request_once(
         sim_base + "/_faults",
@@ -239,14 +249,7 @@ def main() -> None:
         help="afterwards, make Snap answer this slowly and measure the course platform's entitlement "
         "check while 16 checkouts wait on it (0: skip)",
     )
-    parser.add_argument(
-        "--rates",
-        type=float,
-        nargs="*",
-        default=[30.0, 60.0],
-        help="open loop: checkouts arriving at these rates per second, Snap alone at the same (none: skip)",
-    )
-    parser.add_argument("--rate-seconds", type=float, default=10.0, help="how long each open-loop rate runs")
+    harness.rate_arguments_add(parser, what="checkouts (and Snap alone)", seconds=10.0)
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     harness.web_arguments_check(parser, args)
@@ -314,11 +317,7 @@ def main() -> None:
             print(harness.result_line("checkout (incl. Snap)", ours))
             print("   ", meter.line(count))
             checkout_cpu = meter.per_request(count)
-            added = {p: ours.percentile(p) - snap.percentile(p) for p in (50, 95, 99)}
-            print(
-                f"{'added by our checkout':<28} clients={clients:<3} "
-                f"p50=+{added[50]:.1f} ms  p95=+{added[95]:.1f} ms  p99=+{added[99]:.1f} ms"
-            )
+            added = print_added(ours, snap, f"clients={clients:<3}")
             print("   ", check_orders(bodies))
             print()
             rows.append((clients, added, snap, snap_cpu, ours, checkout_cpu))
@@ -342,11 +341,7 @@ def main() -> None:
                 )
             print(harness.result_line(f"checkout, open {rate:g}/s", ours))
             print("   ", meter.line(count))
-            added = {p: ours.percentile(p) - snap.percentile(p) for p in (50, 95, 99)}
-            print(
-                f"{'added by our checkout':<28} rate={rate:g}/s "
-                f"p50=+{added[50]:.1f} ms  p95=+{added[95]:.1f} ms  p99=+{added[99]:.1f} ms"
-            )
+            print_added(ours, snap, f"rate={rate:g}/s")
             print("   ", check_orders(bodies))
             print()
         if args.slow_gateway_ms:

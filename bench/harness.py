@@ -224,6 +224,18 @@ def web_arguments_add(parser) -> None:
     parser.add_argument("--web-worker-class", default="gthread", choices=["gthread", "sync"])
 
 
+def rate_arguments_add(parser, *, what: str, seconds: float) -> None:
+    """--rates (default 30 and 60 per second) and --rate-seconds for an open-loop phase."""
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[30.0, 60.0],
+        help=f"open loop: {what} arriving at these rates per second (none: skip)",
+    )
+    parser.add_argument("--rate-seconds", type=float, default=seconds, help="how long each open-loop rate runs")
+
+
 def web_arguments_check(parser, args) -> None:
     # gunicorn quietly runs a "sync" worker with more than one thread as gthread.
     if args.web_worker_class == "sync" and args.web_threads != 1:

@@ -315,14 +315,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--senders", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[200, 800, 1600], help="per sender level")
-    parser.add_argument(
-        "--rates",
-        type=float,
-        nargs="*",
-        default=[30.0, 60.0],
-        help="open loop: notifications arriving at these rates per second (none: skip)",
-    )
-    parser.add_argument("--rate-seconds", type=float, default=20.0, help="how long each open-loop rate runs")
+    harness.rate_arguments_add(parser, what="notifications", seconds=20.0)
     harness.web_arguments_add(parser)
     parser.add_argument("--web-keep-alive", type=int, default=None, help="gunicorn --keep-alive (s); 0: close")
     parser.add_argument("--sim-workers", type=int, default=1)

@@ -14,17 +14,27 @@ from payments.tests.checkout_support import launch_package_ensure
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_page(midtrans_sim, phone_page, settings):
-    # given
-    page = phone_page
+@pytest.fixture
+def landing(midtrans_sim, phone_page, settings):
+    """The landing page on a phone, open, with the launch package on sale."""
     launch_package_ensure()
     settings.CHECKOUT_RATE_LIMIT = ""
-    page.goto(midtrans_sim.live_url + "/")
+    phone_page.goto(midtrans_sim.live_url + "/")
+    return phone_page
+
+
+def form_fill(page, *, email: str, phone: str) -> None:
+    page.fill("#name", "Dewi Lestari")
+    page.fill("#email", email)
+    page.fill("#phone", phone)
+
+
+def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_page(midtrans_sim, landing):
+    # given
+    page = landing
 
     # when the form is sent with a mistake first: the error is shown inline and nothing is made
-    page.fill("#name", "Dewi Lestari")
-    page.fill("#email", "Dewi@Example.com")
-    page.fill("#phone", "021 5555 1234")
+    form_fill(page, email="Dewi@Example.com", phone="021 5555 1234")
     page.click("#pay-button")
     page.wait_for_selector("#error-phone:has-text('nomor ponsel')")
     assert page.get_attribute("#phone", "aria-invalid") == "true"
@@ -65,29 +75,29 @@ def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_p
     assert order.status == OrderStatus.PAID
 
 
-def test_when_midtrans_is_busy_the_page_tries_again_by_itself_on_the_same_order(midtrans_sim, phone_page, settings):
-    # given every Snap call slot of the server busy (a slow Midtrans) for the next second
-    page = phone_page
-    launch_package_ensure()
-    settings.CHECKOUT_RATE_LIMIT = ""
+def test_when_midtrans_is_busy_the_page_tries_again_by_itself_on_the_same_order(landing, settings):
+    # given every Snap call slot of the server busy (a slow Midtrans) until released below
+    page = landing
     settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
     slots = midtrans._call_slots(midtrans.SNAP)
     assert slots.acquire(blocking=False)
-    page.goto(midtrans_sim.live_url + "/")
-    page.fill("#name", "Dewi Lestari")
-    page.fill("#email", "dewi@example.com")
-    page.fill("#phone", "0812 3456 7890")
-
-    # when the customer pays once: the server answers 503 with Retry-After 2
-    page.click("#pay-button")
-    page.wait_for_selector("#form-error:has-text('Mencoba lagi otomatis')")
-    assert page.is_disabled("#pay-button")
     freed = threading.Timer(0.5, slots.release)
-    freed.start()
+    try:
+        form_fill(page, email="dewi@example.com", phone="0812 3456 7890")
 
-    # then, without another click, the page comes back with the same key and reaches Snap
-    page.wait_for_url(re.compile(r"/sandbox/midtrans/snap/v4/redirection/"), timeout=15_000)
-    freed.join()
+        # when the customer pays once: the server answers 503 with Retry-After 2
+        page.click("#pay-button")
+        page.wait_for_selector("#form-error:has-text('Mencoba lagi otomatis')")
+        assert page.is_disabled("#pay-button")
+        freed.start()
+
+        # then, without another click, the page comes back with the same key and reaches Snap
+        page.wait_for_url(re.compile(r"/sandbox/midtrans/snap/v4/redirection/"), timeout=15_000)
+    finally:
+        if freed.is_alive() or freed.finished.is_set():
+            freed.join()
+        else:  # failed before the release was scheduled: later tests need the slot
+            slots.release()
     order = Order.objects.get()
     assert order.status == OrderStatus.PENDING_PAYMENT
     assert list(PaymentAttempt.objects.order_by("number").values_list("status", flat=True)) == ["failed", "open"]
