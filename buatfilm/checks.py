@@ -22,6 +22,7 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_BREAKER_FAILURES", "failures"),
     ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
     ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls in flight per Midtrans host and process"),
+    ("WEBHOOK_STATUS_BUDGET", "seconds"),
     ("WEB_THREADS", "threads per web worker"),
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),
@@ -163,7 +164,8 @@ def configuration_check(app_configs=None, **kwargs):
                     id="buatfilm.E012",
                 )
             )
-    # Calls to both Midtrans hosts at their limits must leave a web thread for everything else.
+    # Calls to both Midtrans hosts at their limits leave threads for everything else (threads
+    # waiting briefly for a slot or for another request's Snap call come on top).
     # (With one thread per worker there is nothing to keep free: a call holds the worker.)
     limit, threads = settings.MIDTRANS_MAX_CONCURRENT_CALLS, settings.WEB_THREADS
     if limit and threads and limit > 0 and 1 < threads <= 2 * limit:

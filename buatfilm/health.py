@@ -76,11 +76,16 @@ def check_database() -> dict:
             probe = _probe_in_flight
             if probe is None:
                 probe = _probe_in_flight = _DatabaseProbe()
-                threading.Thread(target=_database_select_one, args=(probe,), daemon=True).start()
+                try:
+                    threading.Thread(target=_database_select_one, args=(probe,), daemon=True).start()
+                except BaseException:
+                    # (e.g. "can't start new thread"): no probe is in flight after all
+                    _probe_in_flight = None
+                    raise
         waited = time.monotonic() - probe.started
         if not probe.done.wait(max(0.0, DATABASE_PROBE_DEADLINE_SECONDS - waited)):
             if waited >= DATABASE_PROBE_DEADLINE_SECONDS:
-                return {"ok": False, "error": f"an earlier database probe has had no answer for {waited:.0f} s"}
+                return {"ok": False, "error": f"an earlier database probe has had no answer for {waited:.1f} s"}
             return {"ok": False, "error": f"no answer within {DATABASE_PROBE_DEADLINE_SECONDS} s"}
         outcome = probe.outcome
         return {"ok": outcome.get("ok", False), **({"error": outcome["error"]} if "error" in outcome else {})}

@@ -369,7 +369,7 @@ class CheckoutApi(ApiView):
             raise ApiError(
                 status_code=409,
                 code="idempotency_key_in_use",
-                message="Permintaan dengan Idempotency-Key ini masih diproses. Coba lagi sebentar lagi.",
+                message="Permintaan Anda sebelumnya masih diproses. Coba lagi sebentar lagi.",
                 headers={"Retry-After": "1"},
             ) from exc
         if isinstance(claim, IdempotencyReplay):

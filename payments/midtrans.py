@@ -821,7 +821,10 @@ def _request(
     without calling.
     """
     slots = _call_slots(breaker)
-    wait = SLOT_WAIT_SECONDS if deadline is None else min(SLOT_WAIT_SECONDS, deadline - time.monotonic())
+    # A slot got with less than a try's worth of time left would be given straight back.
+    wait = SLOT_WAIT_SECONDS
+    if deadline is not None:
+        wait = min(wait, deadline - time.monotonic() - _MIN_TRY_SECONDS)
     acquired = slots.acquire(timeout=max(0.0, wait))
     if acquired and deadline is not None and deadline - time.monotonic() < _MIN_TRY_SECONDS:
         slots.release()

@@ -57,7 +57,7 @@ def test_database_probes_at_the_same_time_share_one_answer():
     # given web threads asking for readiness at the same moment (load balancer, monitor, ...)
     from buatfilm.health import check_database
 
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(4, timeout=10)
 
     def ask():
         results = []
@@ -73,6 +73,28 @@ def test_database_probes_at_the_same_time_share_one_answer():
     # then every one says the database is up: none fails because another probe was running
     assert len(answers) == 40
     assert [a for a in answers if a["ok"] is not True] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_probe_thread_that_cannot_start_does_not_block_later_probes(monkeypatch):
+    # given a process out of threads for one moment
+    from buatfilm import health
+
+    real_start = threading.Thread.start
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    failed = health.check_database()
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+
+    # when the next probe comes
+    answer = health.check_database()
+
+    # then the first said why, and the next one asked the database
+    assert failed["ok"] is False and "can't start new thread" in failed["error"]
+    assert answer["ok"] is True, answer
 
 
 @pytest.fixture

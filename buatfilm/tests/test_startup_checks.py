@@ -95,6 +95,7 @@ def test_good_configuration_passes():
         ({"MIDTRANS_MAX_CONCURRENT_CALLS": "0"}, "buatfilm.E012", ["MIDTRANS_MAX_CONCURRENT_CALLS"]),
         ({"MIDTRANS_MAX_CONCURRENT_CALLS": "many"}, "buatfilm.E000", ["MIDTRANS_MAX_CONCURRENT_CALLS"]),
         ({"WEB_THREADS": "0"}, "buatfilm.E012", ["WEB_THREADS"]),
+        ({"WEBHOOK_STATUS_BUDGET": "0"}, "buatfilm.E012", ["WEBHOOK_STATUS_BUDGET"]),
         # calls to a slow Midtrans could hold every thread of a web worker
         (
             {"MIDTRANS_MAX_CONCURRENT_CALLS": "4", "WEB_THREADS": "8"},

@@ -87,7 +87,7 @@ def test_when_midtrans_is_busy_the_page_tries_again_by_itself_on_the_same_order(
 
         # when the customer pays once: the server answers 503 with Retry-After 2
         page.click("#pay-button")
-        page.wait_for_selector("#form-error:has-text('Mencoba lagi otomatis')")
+        page.wait_for_selector("#form-error:has-text('mencoba lagi secara otomatis')")
         assert page.is_disabled("#pay-button")
         freed.start()
 

@@ -196,15 +196,17 @@ def test_pay_while_another_request_waits_on_a_slow_snap_answers_503_soon_then_th
         target=lambda: first.update(response=requests.post(f"{live}/api/checkout/", json=checkout_body(), timeout=30))
     )
     caller.start()
-    deadline = time.monotonic() + 5
-    while not PaymentAttempt.objects.filter(status="initiated").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    order_id = PaymentAttempt.objects.get().order_id
+    try:
+        deadline = time.monotonic() + 5
+        while not PaymentAttempt.objects.filter(status="initiated").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        order_id = PaymentAttempt.objects.get().order_id
 
-    # when
-    second = requests.post(f"{live}/api/orders/{order_id}/pay/", json={}, timeout=30)
-    waiting_when_answered = caller.is_alive()
-    caller.join()
+        # when
+        second = requests.post(f"{live}/api/orders/{order_id}/pay/", json={}, timeout=30)
+        waiting_when_answered = caller.is_alive()
+    finally:
+        caller.join()  # its request must not write into the next test's database
 
     # then: told to come back while the first call was still waiting, not held until it ended
     assert waiting_when_answered

@@ -840,35 +840,40 @@ def test_a_webhook_status_read_waits_for_a_slot_only_within_its_budget(sim, sett
 
     # given the Core API's slots all taken (slots_taken holds Snap's: take Core's too)
     core = midtrans._call_slots(midtrans.CORE)
-    assert core.acquire(blocking=False) and core.acquire(blocking=False)
+    held = 0
     settings.WEBHOOK_STATUS_BUDGET = 0.1
     try:
+        for _ in range(2):
+            assert core.acquire(blocking=False)
+            held += 1
         # when
         started = time.monotonic()
         with pytest.raises(midtrans.MidtransBusy):
             status_confirm(midtrans_order_id=ORDER)
         elapsed = time.monotonic() - started
     finally:
-        core.release()
-        core.release()
+        for _ in range(held):
+            core.release()
 
     # then: a timeout behaviour, not a speed figure: the budget, not SLOT_WAIT_SECONDS (0.5 s)
     assert elapsed < 0.1 + 0.25, elapsed
     assert sim.api_calls() == []
 
 
-def test_a_slot_freed_too_close_to_the_deadline_makes_no_call_and_counts_no_failure(sim, settings):
+def test_a_slot_freed_too_close_to_the_deadline_makes_no_call_and_counts_no_failure(sim, settings, monkeypatch):
     from payments.services.events import status_confirm
 
-    # given the only Core API slot, freed 0.05 s before the status read's budget runs out
+    # given the only Core API slot, freed when less than a try's worth (0.25 s) of the
+    # status read's 0.5 s budget is left
+    monkeypatch.setattr(midtrans, "_MIN_TRY_SECONDS", 0.25)
     settings.MIDTRANS_MAX_CONCURRENT_CALLS = 1
-    settings.WEBHOOK_STATUS_BUDGET = 0.3
+    settings.WEBHOOK_STATUS_BUDGET = 0.5
     core = midtrans._call_slots(midtrans.CORE)
     assert core.acquire(blocking=False)
-    releaser = threading.Timer(0.25, core.release)
+    releaser = threading.Timer(0.35, core.release)
     releaser.start()
     try:
-        # when: the read gets the slot with less than a try's worth of time left
+        # when
         with pytest.raises(midtrans.MidtransBusy):
             status_confirm(midtrans_order_id=ORDER)
     finally:
