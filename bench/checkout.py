@@ -295,8 +295,8 @@ def main() -> None:
         warm, warm_headers = checkout_bodies(64, "warm")
         harness.load_run(url=web.url + "/api/checkout/", bodies=warm, concurrency=4, headers_per_body=warm_headers)
         print()
+        parts = {"web": _children(web.process.pid), "simulator": _children(sim.process.pid)}
         for level, (clients, count) in enumerate(zip(args.clients, args.requests, strict=True)):
-            parts = {"web": _children(web.process.pid), "simulator": _children(sim.process.pid)}
             time.sleep(1)
             with CpuMeter(dict(parts)) as meter:
                 snap = harness.load_run(
@@ -335,7 +335,7 @@ def main() -> None:
             print(harness.result_line(f"Snap alone, open {rate:g}/s", snap))
             time.sleep(1)
             bodies, headers = checkout_bodies(count, f"r{level}")
-            with CpuMeter({"web": _children(web.process.pid), "simulator": _children(sim.process.pid)}) as meter:
+            with CpuMeter(dict(parts)) as meter:
                 ours = harness.open_loop_run(
                     url=web.url + "/api/checkout/", bodies=bodies, rate=rate, headers_per_body=headers
                 )

@@ -168,7 +168,7 @@ def configuration_check(app_configs=None, **kwargs):
     # waiting briefly for a slot or for another request's Snap call come on top).
     # (With one thread per worker there is nothing to keep free: a call holds the worker.)
     limit, threads = settings.MIDTRANS_MAX_CONCURRENT_CALLS, settings.WEB_THREADS
-    if limit and threads and limit > 0 and 1 < threads <= 2 * limit:
+    if (limit or 0) > 0 and 1 < (threads or 0) <= 2 * limit:
         errors.append(
             Error(
                 f"MIDTRANS_MAX_CONCURRENT_CALLS={limit} per Midtrans host lets calls to Snap and the Core API take "

@@ -32,6 +32,7 @@ import os
 import random
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -219,6 +220,31 @@ def _call_slots(breaker: str) -> threading.BoundedSemaphore:
 
 # A process forked while a thread held a slot would inherit one slot fewer for good.
 os.register_at_fork(after_in_child=_slots.clear)
+
+
+@contextmanager
+def _call_slot_held(*, breaker: str, deadline: float | None, operation: str, midtrans_order_id: str):
+    """Hold one of this process's slots for `breaker`'s host; MidtransBusy when none frees up in
+    time: within SLOT_WAIT_SECONDS, and early enough before `deadline` for a try."""
+    slots = _call_slots(breaker)
+    wait = SLOT_WAIT_SECONDS
+    if deadline is not None:
+        wait = min(wait, deadline - time.monotonic() - _MIN_TRY_SECONDS)
+    acquired = slots.acquire(timeout=max(0.0, wait))
+    if acquired and deadline is not None and deadline - time.monotonic() < _MIN_TRY_SECONDS:
+        slots.release()  # got it too late after all (the thread was not scheduled in time)
+        acquired = False
+    if not acquired:
+        busy = MidtransBusy(
+            f"{settings.MIDTRANS_MAX_CONCURRENT_CALLS} calls to Midtrans {breaker} already in flight in this "
+            "process; failing fast"
+        )
+        busy.retry_after = BUSY_RETRY_AFTER_SECONDS
+        raise _refused(busy, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="busy")
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def _refused(error: MidtransUnavailable, *, operation: str, midtrans_order_id: str, breaker: str, reason: str):
@@ -820,117 +846,74 @@ def _request(
     none frees up within SLOT_WAIT_SECONDS (or before `deadline`) it raises MidtransBusy
     without calling.
     """
-    slots = _call_slots(breaker)
-    # A slot got with less than a try's worth of time left would be given straight back.
-    wait = SLOT_WAIT_SECONDS
-    if deadline is not None:
-        wait = min(wait, deadline - time.monotonic() - _MIN_TRY_SECONDS)
-    acquired = slots.acquire(timeout=max(0.0, wait))
-    if acquired and deadline is not None and deadline - time.monotonic() < _MIN_TRY_SECONDS:
-        slots.release()
-        acquired = False
-    if not acquired:
-        busy = MidtransBusy(
-            f"{settings.MIDTRANS_MAX_CONCURRENT_CALLS} calls to Midtrans {breaker} already in flight in this "
-            "process; failing fast"
+    with _call_slot_held(breaker=breaker, deadline=deadline, operation=operation, midtrans_order_id=midtrans_order_id):
+        timeout = (
+            float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
+            float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
         )
-        busy.retry_after = BUSY_RETRY_AFTER_SECONDS
-        raise _refused(busy, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="busy")
-    try:
-        return _request_tries(
-            breaker=breaker,
-            operation=operation,
-            method=method,
-            url=url,
-            midtrans_order_id=midtrans_order_id,
-            json_body=json_body,
-            read_timeout=read_timeout,
-            connect_timeout=connect_timeout,
-            retries=retries,
-            status_data_codes=status_data_codes,
-            deadline=deadline,
-        )
-    finally:
-        slots.release()
-
-
-def _request_tries(
-    *,
-    breaker: str,
-    operation: str,
-    method: str,
-    url: str,
-    midtrans_order_id: str,
-    json_body: dict | None,
-    read_timeout: float | None,
-    connect_timeout: float | None,
-    retries: int,
-    status_data_codes: set[str] | None,
-    deadline: float | None,
-) -> dict:
-    timeout = (
-        float(settings.MIDTRANS_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout),
-        float(settings.MIDTRANS_READ_TIMEOUT if read_timeout is None else read_timeout),
-    )
-    attempt = 0
-    while True:
-        attempt += 1
-        try_timeout = timeout
-        if deadline is not None:
-            left = max(deadline - time.monotonic(), 0.001)
-            if sum(timeout) > left:
-                # A try costs at most connect + read: both shrink so that it ends by the deadline.
-                try_timeout = (timeout[0] * left / sum(timeout), timeout[1] * left / sum(timeout))
-        try:
-            probe, breaker_state = _circuit_admit_state(breaker)
-        except MidtransCircuitOpen as exc:
-            _refused(
-                exc, operation=operation, midtrans_order_id=midtrans_order_id, breaker=breaker, reason="circuit_open"
-            )
-            raise
-        try:
-            body = _request_once(
-                operation=operation,
-                method=method,
-                url=url,
-                midtrans_order_id=midtrans_order_id,
-                json_body=json_body,
-                timeout=try_timeout,
-                status_data_codes=status_data_codes or set(),
-                attempt=attempt,
-            )
-        except (MidtransServerError, MidtransTimeout):
-            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            out_of_time = deadline is not None and deadline - time.monotonic() - delay < timeout[1]
-            if probe or attempt > retries or out_of_time:
-                _circuit_failure(breaker, probe=probe)
+        attempt = 0
+        while True:
+            attempt += 1
+            try_timeout = timeout
+            if deadline is not None:
+                left = max(deadline - time.monotonic(), 0.001)
+                if sum(timeout) > left:
+                    # A try costs at most connect + read: both shrink so that it ends by the deadline.
+                    try_timeout = (timeout[0] * left / sum(timeout), timeout[1] * left / sum(timeout))
+            try:
+                probe, breaker_state = _circuit_admit_state(breaker)
+            except MidtransCircuitOpen as exc:
+                _refused(
+                    exc,
+                    operation=operation,
+                    midtrans_order_id=midtrans_order_id,
+                    breaker=breaker,
+                    reason="circuit_open",
+                )
                 raise
-            time.sleep(delay)
-            continue
-        except MidtransRateLimited as exc:
-            # Throttled: neither a breaker failure nor a success (see MidtransRateLimited).
-            # A retry waits at least as long as Midtrans asked, and only if it still fits.
-            delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            delay = max(delay, exc.retry_after or 0.0)
-            if deadline is None:
-                out_of_time = delay > _RETRY_BACKOFF_MAX
-            else:
-                out_of_time = deadline - time.monotonic() - delay < timeout[1]
-            if probe or attempt > retries or out_of_time:
+            try:
+                body = _request_once(
+                    operation=operation,
+                    method=method,
+                    url=url,
+                    midtrans_order_id=midtrans_order_id,
+                    json_body=json_body,
+                    timeout=try_timeout,
+                    status_data_codes=status_data_codes or set(),
+                    attempt=attempt,
+                )
+            except (MidtransServerError, MidtransTimeout):
+                delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                out_of_time = deadline is not None and deadline - time.monotonic() - delay < timeout[1]
+                if probe or attempt > retries or out_of_time:
+                    _circuit_failure(breaker, probe=probe)
+                    raise
+                time.sleep(delay)
+                continue
+            except MidtransRateLimited as exc:
+                # Throttled: neither a breaker failure nor a success (see MidtransRateLimited).
+                # A retry waits at least as long as Midtrans asked, and only if it still fits.
+                delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                delay = max(delay, exc.retry_after or 0.0)
+                if deadline is None:
+                    out_of_time = delay > _RETRY_BACKOFF_MAX
+                else:
+                    out_of_time = deadline - time.monotonic() - delay < timeout[1]
+                if probe or attempt > retries or out_of_time:
+                    _circuit_release(breaker, probe=probe)
+                    raise
+                time.sleep(delay)
+                continue
+            except MidtransConfigurationError:
+                # Says nothing about Midtrans' health: neither a failure nor a success.
                 _circuit_release(breaker, probe=probe)
                 raise
-            time.sleep(delay)
-            continue
-        except MidtransConfigurationError:
-            # Says nothing about Midtrans' health: neither a failure nor a success.
-            _circuit_release(breaker, probe=probe)
-            raise
-        except MidtransError:
-            # Midtrans answered (even a 4xx is an answer): the service is up.
+            except MidtransError:
+                # Midtrans answered (even a 4xx is an answer): the service is up.
+                _circuit_success(breaker, probe=probe, state=breaker_state)
+                raise
             _circuit_success(breaker, probe=probe, state=breaker_state)
-            raise
-        _circuit_success(breaker, probe=probe, state=breaker_state)
-        return body
+            return body
 
 
 def _snap_url(path: str) -> str:
