@@ -214,7 +214,11 @@ class PaymentAttempt(models.Model):
 
     class Meta:
         ordering = ["order_id", "number"]
-        indexes = [models.Index(fields=["status", "updated_at"], name="attempt_status_updated_idx")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="attempt_status_updated_idx"),
+            # BI-SNAP channels name a transaction by its transaction id (see services.events._attempt_ref).
+            models.Index(fields=["transaction_id"], name="attempt_transaction_id_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["order", "number"], name="attempt_number_unique_per_order"),
             models.CheckConstraint(condition=Q(number__gte=1), name="attempt_number_positive"),

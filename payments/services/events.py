@@ -25,6 +25,7 @@ import traceback
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -300,8 +301,48 @@ def payment_code_of(status: dict) -> str:
     return ""
 
 
+# The fields that decide what applying a body does. Only order_id, status_code and
+# gross_amount are signed; every other field is free to differ between two copies of one
+# notification, so two bodies that agree on these are the same event.
+MEANING_FIELDS = (
+    "order_id",
+    "transaction_id",
+    "transaction_status",
+    "status_code",
+    "gross_amount",
+    "fraud_status",
+    "settlement_time",
+)
+
+
+def meaning_of(payload: dict) -> dict:
+    """What a Midtrans body says, as a plain dict: the MEANING_FIELDS and the refunds."""
+    meaning: dict = {}
+    for name in MEANING_FIELDS:
+        value = payload.get(name)
+        text = "" if value is None else str(value).strip()
+        # status_signal reads these two case-insensitively, so "PENDING" means "pending".
+        meaning[name] = text.lower() if name in ("transaction_status", "fraud_status") else text
+    refund_amount = amount_parse(payload.get("refund_amount"))
+    meaning["refund_amount"] = "" if refund_amount is None else str(refund_amount.normalize())
+    refunds = payload.get("refunds")
+    entries = []
+    for refund in refunds if isinstance(refunds, list) else []:
+        if isinstance(refund, dict):
+            amount = amount_parse(refund.get("refund_amount"))
+            entries.append(
+                [
+                    str(refund.get("refund_chargeback_id") or ""),
+                    str(refund.get("refund_key") or ""),
+                    "" if amount is None else str(amount.normalize()),
+                ]
+            )
+    meaning["refunds"] = sorted(entries)
+    return meaning
+
+
 def dedup_key_of(*, source: str, payload: dict) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = json.dumps(meaning_of(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{source}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
@@ -584,7 +625,8 @@ def _decide(
 def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
     """Copy Midtrans' facts about the transaction onto the attempt. True if the VA changed."""
     attempt.transaction_status = _text(status, "transaction_status")[:32] or attempt.transaction_status
-    for name, limit in (("transaction_id", 64), ("payment_type", 32), ("fraud_status", 16)):
+    attempt.transaction_id = _transaction_id_of(status) or attempt.transaction_id
+    for name, limit in (("payment_type", 32), ("fraud_status", 16)):
         value = status.get(name)
         if isinstance(value, str) and value:
             setattr(attempt, name, value[:limit])
@@ -593,6 +635,11 @@ def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
         attempt.va_number = code
         return True
     return False
+
+
+def _transaction_id_of(status: dict) -> str:
+    value = status.get("transaction_id")
+    return value.strip()[:64] if isinstance(value, str) else ""
 
 
 def _event_locked(
@@ -610,9 +657,44 @@ def _event_locked(
     return event, event.result in FINAL_EVENT_RESULTS
 
 
-def _attempt_ref(midtrans_order_id: str) -> tuple[int, str] | None:
+class AttemptRef(NamedTuple):
+    pk: int
+    order_id: str
+    midtrans_order_id: str
+    transaction_id: str
+
+
+def _attempt_ref(midtrans_order_id: str) -> AttemptRef | None:
+    """The attempt a body names: by our Midtrans order id, else by a transaction id it learned
+    (BI-SNAP channels put the transaction id in `order_id`; see _status_names_attempt)."""
     attempts = rows_select(PaymentAttempt, where={"midtrans_order_id": midtrans_order_id})  # unique
-    return (attempts[0].pk, attempts[0].order_id) if attempts else None
+    if not attempts and midtrans_order_id:
+        attempts = rows_select(PaymentAttempt, where={"transaction_id": midtrans_order_id})
+        if len(attempts) != 1:
+            return None  # unknown, or (never seen) ambiguous: an orphan, not a guess
+    if not attempts:
+        return None
+    attempt = attempts[0]
+    return AttemptRef(attempt.pk, attempt.order_id, attempt.midtrans_order_id, attempt.transaction_id)
+
+
+def status_names_attempt(*, status: dict, midtrans_order_id: str, transaction_ids: set[str]) -> bool:
+    """Whether a status API body is about the attempt `midtrans_order_id`.
+
+    It names it by our Midtrans order id or, on BI-SNAP channels (DANA; the Danamon, BSI,
+    SeaBank and Saqu virtual accounts), by the transaction id in `order_id` (midtrans-php
+    #113, #121): accepted only when that is one of `transaction_ids` (those the notification
+    or the attempt names) and the body's own transaction_id agrees. Any other body is refused.
+    """
+    named = str(status.get("order_id", midtrans_order_id))
+    if named == midtrans_order_id:
+        return True
+    return named in transaction_ids - {""} and str(status.get("transaction_id") or named) == named
+
+
+def _transaction_ids_named(*, ref: AttemptRef, notification: dict) -> set[str]:
+    named = {ref.transaction_id, str(notification.get("transaction_id") or ""), str(notification.get("order_id") or "")}
+    return named - {ref.midtrans_order_id}
 
 
 def _one(rows: list, model):
@@ -630,15 +712,15 @@ def payment_status_apply(
     event_id: int | None = None,
     confirmed: bool = True,
     dry_run: bool = False,
-    attempt_ref: tuple[int, str] | None = None,
+    attempt_ref: AttemptRef | None = None,
 ) -> ApplyOutcome:
     """Apply a Midtrans status body to the attempt `midtrans_order_id`, once, in one transaction.
 
     `event_id`: the already recorded event this status answers (webhook, replay); without
     it an event is recorded here (reconcile, admin). `confirmed`: `status` came from the
     status API (stored as the event's confirmed payload). `dry_run`: decide, then roll back.
-    `attempt_ref`: (attempt pk, order id) when the caller looked it up already (an attempt
-    never changes order, so that read needs no lock).
+    `attempt_ref`: the attempt when the caller looked it up already (an attempt never
+    changes order, so that read needs no lock).
     """
     # The audit rows are written together, with one INSERT, before the transaction commits.
     with transaction.atomic(), audit_batch():
@@ -647,7 +729,7 @@ def payment_status_apply(
             return _orphan_record(
                 midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
             )
-        attempt_pk, order_pk = ref
+        attempt_pk, order_pk = ref.pk, ref.order_id
         # The project's lock order: the order row, then the attempt row. Every webhook reads
         # and writes these rows, so plain statements (buatfilm.db) stand in for the ORM's here:
         # the same instances and the same locks at a fraction of the CPU.
@@ -697,6 +779,11 @@ def payment_status_apply(
         if fx.result in (EventResult.APPLIED, EventResult.DUPLICATE):
             va_changed = _attempt_fields_update(attempt=attempt, status=status)
             attempt_fields |= {"transaction_status", "transaction_id", "payment_type", "fraud_status", "va_number"}
+        elif not attempt.transaction_id and _transaction_id_of(status):
+            # Remembered from the first body that names it, whatever it did: orphans named by
+            # it (BI-SNAP) are matched through it.
+            attempt.transaction_id = _transaction_id_of(status)
+            attempt_fields.add("transaction_id")
         if fx.attempt_to and fx.attempt_to != attempt.status:
             attempt_status_set(attempt=attempt, new=fx.attempt_to, actor=actor, reason=reason, event_id=event.pk)
             attempt_fields.add("status")
@@ -911,7 +998,8 @@ def event_process(
     status = event.payload
     if confirm:
         try:
-            status = status_confirm(midtrans_order_id=midtrans_order_id)
+            # Asked by our own order id: a notification may name the attempt by its transaction id.
+            status = status_confirm(midtrans_order_id=ref.midtrans_order_id)
         except midtrans.MidtransError as exc:
             unavailable = isinstance(exc, midtrans.MidtransUnavailable)
             if not dry_run:
@@ -919,7 +1007,7 @@ def event_process(
             logger.warning(
                 "payment_event_deferred" if unavailable else "payment_event_unconfirmed",
                 extra={
-                    "order_id": ref[1],
+                    "order_id": ref.order_id,
                     "midtrans_order_id": midtrans_order_id,
                     "event_id": event.pk,
                     "reason": type(exc).__name__,
@@ -935,13 +1023,17 @@ def event_process(
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
-        if str(status.get("order_id", midtrans_order_id)) != midtrans_order_id:
+        if not status_names_attempt(
+            status=status,
+            midtrans_order_id=ref.midtrans_order_id,
+            transaction_ids=_transaction_ids_named(ref=ref, notification=event.payload),
+        ):
             # Not an outage: only this event waits (deferred, for the sweep).
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
             logger.warning(
                 "payment_event_unconfirmed",
-                extra={"order_id": ref[1], "midtrans_order_id": midtrans_order_id, "event_id": event.pk},
+                extra={"order_id": ref.order_id, "midtrans_order_id": midtrans_order_id, "event_id": event.pk},
             )
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
@@ -953,7 +1045,7 @@ def event_process(
     replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:
         return payment_status_apply(
-            midtrans_order_id=midtrans_order_id,
+            midtrans_order_id=ref.midtrans_order_id if known else midtrans_order_id,
             status=status,
             source=event.source,
             actor=actor,
@@ -974,14 +1066,14 @@ def event_process(
         raise EventProcessingFailed(str(exc)) from exc
 
 
-def _status_mismatch_record(*, event_id: int, attempt_ref: tuple[int, str], reason: str, dry_run: bool) -> ApplyOutcome:
+def _status_mismatch_record(*, event_id: int, attempt_ref: AttemptRef, reason: str, dry_run: bool) -> ApplyOutcome:
     """An unconfirmed body whose status_code and transaction_status disagree: kept as
     evidence (result mismatch, final), never applied, operators alerted once.
 
     Answered 200 like an amount mismatch, not 400: a retry of the same body cannot be
     better, a 400 would only make Midtrans send it twice more, and the attempt's real state
     comes from the status API in the sweep."""
-    attempt_pk, order_id = attempt_ref
+    attempt_pk, order_id = attempt_ref.pk, attempt_ref.order_id
     with transaction.atomic():
         event = PaymentEvent.objects.select_for_update().get(pk=event_id)
         if event.result not in FINAL_EVENT_RESULTS:

@@ -42,6 +42,11 @@ METHODS: dict[str, dict] = {
     "qris": {"payment_type": "qris", "bank": "", "label": "QRIS"},
     "gopay": {"payment_type": "gopay", "bank": "", "label": "GoPay"},
     "credit_card": {"payment_type": "credit_card", "bank": "bni", "label": "Kartu Kredit/Debit"},
+    "dana": {"payment_type": "dana", "bank": "", "label": "DANA"},
+    "danamon_va": {"payment_type": "bank_transfer", "bank": "danamon", "label": "Danamon Virtual Account"},
+    "bsi_va": {"payment_type": "bank_transfer", "bank": "bsi", "label": "BSI Virtual Account"},
+    "seabank_va": {"payment_type": "bank_transfer", "bank": "seabank", "label": "SeaBank Virtual Account"},
+    "saqu_va": {"payment_type": "bank_transfer", "bank": "saqu", "label": "Bank Saqu Virtual Account"},
 }
 # enabled_payments names (and aliases) that turn each of our methods on.
 _ENABLED_ALIASES = {
@@ -51,6 +56,11 @@ _ENABLED_ALIASES = {
     "qris": "qris",
     "gopay": "gopay",
     "credit_card": "credit_card",
+    "dana": "dana",
+    "danamon_va": "danamon_va",
+    "bsi_va": "bsi_va",
+    "seabank_va": "seabank_va",
+    "saqu_va": "saqu_va",
 }
 # Default time to pay after choosing a method (Midtrans defaults: VA 24 h, e-wallet/QRIS 15 min).
 _DEFAULT_EXPIRY = {
@@ -58,9 +68,14 @@ _DEFAULT_EXPIRY = {
     "qris": timedelta(minutes=15),
     "gopay": timedelta(minutes=15),
     "credit_card": timedelta(minutes=15),
+    "dana": timedelta(minutes=15),
 }
+# Channels Midtrans runs on BI-SNAP: its status API answers them with the transaction id in
+# `order_id` (midtrans-php #113 and #121), and a BSI notification may itself carry it there.
+BI_SNAP_VA_BANKS = frozenset({"danamon", "bsi", "seabank", "saqu"})
+BI_SNAP_NOTIFICATION_BANKS = frozenset({"bsi"})
 # Payment types Midtrans can refund through the API (no VA refunds, §2).
-REFUNDABLE_TYPES = {"credit_card", "gopay", "qris", "shopeepay"}
+REFUNDABLE_TYPES = {"credit_card", "gopay", "qris", "shopeepay", "dana"}
 # How long after a refund the bank confirms it (second notification), before time compression.
 REFUND_CONFIRM_SECONDS = 60.0
 
@@ -145,19 +160,30 @@ def auth_valid(header: str) -> bool:
 # --- Bodies -------------------------------------------------------------------------------------
 
 
+def order_id_reported(tx: SimTransaction, *, for_notification: bool) -> str:
+    """The `order_id` Midtrans puts in a body: ours, except on BI-SNAP channels (see BI_SNAP_VA_BANKS)."""
+    bi_snap = tx.payment_type == "dana" or (tx.payment_type == "bank_transfer" and tx.bank in BI_SNAP_VA_BANKS)
+    if not bi_snap or not tx.transaction_id:
+        return tx.order_id
+    if for_notification and tx.bank not in BI_SNAP_NOTIFICATION_BANKS:
+        return tx.order_id
+    return tx.transaction_id
+
+
 def transaction_body(tx: SimTransaction, *, for_notification: bool) -> dict:
     """The JSON Midtrans sends as a notification, or answers to GET status, for the current state."""
     status_code = status_code_for(tx)
     gross_amount = amount_format(tx.gross_amount)
+    order_id = order_id_reported(tx, for_notification=for_notification)
     body = {
         "transaction_time": time_format(tx.transaction_time),
         "transaction_status": tx.transaction_status,
         "transaction_id": tx.transaction_id,
         "status_message": "midtrans payment notification" if for_notification else "Success, transaction is found",
         "status_code": status_code,
-        "signature_key": signature_for(order_id=tx.order_id, status_code=status_code, gross_amount=gross_amount),
+        "signature_key": signature_for(order_id=order_id, status_code=status_code, gross_amount=gross_amount),
         "payment_type": tx.payment_type,
-        "order_id": tx.order_id,
+        "order_id": order_id,
         "merchant_id": MERCHANT_ID,
         "gross_amount": gross_amount,
         "currency": "IDR",

@@ -211,7 +211,11 @@ def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 
             {
                 "methods": services.methods_offered(tx),
                 "method_label": next(
-                    (spec["label"] for spec in services.METHODS.values() if spec["payment_type"] == tx.payment_type),
+                    (
+                        spec["label"]
+                        for spec in services.METHODS.values()
+                        if (spec["payment_type"], spec["bank"]) == (tx.payment_type, tx.bank)
+                    ),
                     "",
                 ),
                 "amount": _rupiah(tx.gross_amount),
