@@ -23,6 +23,7 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
     ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls in flight per Midtrans host and process"),
     ("WEBHOOK_STATUS_BUDGET", "seconds"),
+    ("WEBHOOK_EVENTS_PER_ORDER_ID_MAX", "notifications recorded per Midtrans order id"),
     ("WEB_THREADS", "threads per web worker"),
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),

@@ -274,6 +274,9 @@ PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=F
 # Seconds all tries of the webhook's status confirmation may take together (Midtrans waits
 # 15 s; we answer well under 5 s, a 503 makes Midtrans retry).
 WEBHOOK_STATUS_BUDGET = _read(env.float, "WEBHOOK_STATUS_BUDGET", default=3.0)
+# Notifications recorded per Midtrans order id; past it one of a new meaning is not kept
+# (the status API's answer is applied instead), so edited copies cannot fill the table.
+WEBHOOK_EVENTS_PER_ORDER_ID_MAX = _read(env.int, "WEBHOOK_EVENTS_PER_ORDER_ID_MAX", default=100)
 # The sweep asks Midtrans about attempts pending (or open) longer than this many minutes.
 RECONCILE_STALE_MINUTES = _read(env.int, "RECONCILE_STALE_MINUTES", default=5)
 # Events still unprocessed after this many seconds are retried by the sweep (not in flight).

@@ -367,10 +367,17 @@ def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> Payment
     INSERT ... ON CONFLICT DO NOTHING, so 50 identical notifications arriving together
     store one row and none of them fails. Only a duplicate reads the stored row back.
     """
-    event = _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
+    event, _ = _event_stored(
+        _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
+    )
+    return event
+
+
+def _event_stored(event: PaymentEvent) -> tuple[PaymentEvent, bool]:
+    """(the stored row, whether this call stored it)."""
     if row_insert_or_skip(event):
-        return event
-    return PaymentEvent.objects.get(dedup_key=event.dedup_key)
+        return event, True
+    return PaymentEvent.objects.get(dedup_key=event.dedup_key), False
 
 
 def event_failure_record(*, event_id: int, error: str) -> None:
@@ -1112,6 +1119,49 @@ def _status_mismatch_record(*, event_id: int, attempt_ref: AttemptRef, reason: s
 
 
 def notification_receive(*, payload: dict) -> ApplyOutcome:
-    """A verified Midtrans HTTP notification: record it, confirm it, apply it."""
-    event = event_record(payload=payload, source=EventSource.WEBHOOK)
+    """A verified Midtrans HTTP notification: record it, confirm it, apply it.
+
+    Recorded once per meaning (dedup_key_of). Storage per Midtrans order id stays bounded:
+    past WEBHOOK_EVENTS_PER_ORDER_ID_MAX recorded notifications (only someone editing the
+    unsigned fields gets there), one of a new meaning is not kept; the status API is asked
+    instead and its answer applied, recorded once per meaning like any status read.
+    """
+    midtrans_order_id = str(payload.get("order_id", ""))
+    event, stored = _event_stored(
+        _event_new(payload=payload, source=EventSource.WEBHOOK, midtrans_order_id=midtrans_order_id)
+    )
+    if (
+        stored
+        and PaymentEvent.objects.filter(midtrans_order_id=event.midtrans_order_id, source=EventSource.WEBHOOK).count()
+        > settings.WEBHOOK_EVENTS_PER_ORDER_ID_MAX
+    ):
+        PaymentEvent.objects.filter(pk=event.pk).delete()
+        logger.warning("webhook_events_capped", extra={"midtrans_order_id": midtrans_order_id})
+        return _notification_confirm_unrecorded(midtrans_order_id=midtrans_order_id, payload=payload)
     return event_process(event_id=event.pk, actor="webhook", event=event)
+
+
+def _notification_confirm_unrecorded(*, midtrans_order_id: str, payload: dict) -> ApplyOutcome:
+    """The status API's word applied for a notification that is not kept (see notification_receive)."""
+    ref = _attempt_ref(midtrans_order_id)
+    if ref is None:
+        return ApplyOutcome(result=EventResult.ORPHAN, midtrans_order_id=midtrans_order_id)
+    unconfirmed = ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, order_id=ref.order_id)
+    try:
+        status = status_confirm(midtrans_order_id=ref.midtrans_order_id)
+    except midtrans.MidtransUnavailable as exc:
+        raise EventDeferred(str(exc)) from exc
+    except midtrans.MidtransError:
+        return unconfirmed
+    named = _transaction_ids_named(ref=ref, notification=payload)
+    if status_signal(status) == Signal.NONE or not status_names_attempt(
+        status=status, midtrans_order_id=ref.midtrans_order_id, transaction_ids=named
+    ):
+        return unconfirmed
+    return payment_status_apply(
+        midtrans_order_id=ref.midtrans_order_id,
+        status=status,
+        source=EventSource.WEBHOOK,
+        actor="webhook",
+        attempt_ref=ref,
+    )
