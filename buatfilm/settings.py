@@ -194,12 +194,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_retries": 0,
 }
 CELERY_TASK_PUBLISH_RETRY = False
-# Celery reads these on every publish. Left unset, each read falls through this settings
-# module with several failing attribute lookups before it reaches Celery's default, which
-# cost a notification kick ~15 % of its CPU; they are set here to those very defaults.
-CELERY_TASK_REPR_MAXLEVELS = 3
-CELERY_TASK_SEND_SENT_EVENT = False
-CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BEAT_SCHEDULE: dict = {}
 # Notification delivery has its own queue, so a backlog of other work never delays it
