@@ -13,7 +13,6 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip
 from entitlements.models import Entitlement
 
 logger = logging.getLogger(__name__)
@@ -54,18 +53,19 @@ def entitlement_grant(*, email: str, course_code: str, order_id: str, reason: st
     """
     email = email.strip().lower()
     now = timezone.now()
-    entitlement = Entitlement(
-        email=email,
-        course_code=course_code,
+    # One entitlement per order (unique): a concurrent grant of the same order waits for the
+    # other to commit, then reads its row; the savepoint keeps the caller's transaction intact.
+    entitlement, created = Entitlement.objects.get_or_create(
         order_id=order_id,
-        status=Entitlement.Status.ACTIVE,
-        granted_at=now,
-        reason=_reason_trim(reason),
+        defaults={
+            "email": email,
+            "course_code": course_code,
+            "status": Entitlement.Status.ACTIVE,
+            "granted_at": now,
+            "reason": _reason_trim(reason),
+        },
     )
-    # The first grant of an order is one INSERT ... ON CONFLICT DO NOTHING: it cannot raise
-    # and abort the caller's transaction when a concurrent grant of the same order won; it
-    # then waits for that one to commit and skips, and the row is read below.
-    if row_insert_or_skip(entitlement):
+    if created:
         logger.info(
             "entitlement_granted",
             extra={"order_id": order_id, "course": course_code, "entitlement_id": entitlement.pk},

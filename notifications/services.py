@@ -34,7 +34,6 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from buatfilm.db import rows_insert_or_skip
 from notifications.backends import PermanentError, TransientError, channel_send
 from notifications.models import Notification, NotificationAttempt
 
@@ -160,48 +159,44 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
     if not first_by_key:
         return []
     max_attempts = notification_max_attempts()
-    rows = [
-        Notification(
-            channel=m.channel,
-            template=m.template,
-            recipient=m.recipient,
-            subject=m.subject,
-            body_text=m.body_text,
-            body_html=m.body_html,
-            template_params=list(m.template_params),
-            dedupe_key=m.dedupe_key,
-            reference=m.reference,
-            max_attempts=max_attempts,
+    created = []
+    # In dedupe-key order, so transactions enqueueing overlapping keys lock them in the same
+    # order and cannot deadlock; a concurrent insert of a key waits for the other, then reads it.
+    for key in sorted(first_by_key):
+        m = first_by_key[key]
+        row, is_new = Notification.objects.get_or_create(
+            dedupe_key=key,
+            defaults={
+                "channel": m.channel,
+                "template": m.template,
+                "recipient": m.recipient,
+                "subject": m.subject,
+                "body_text": m.body_text,
+                "body_html": m.body_html,
+                "template_params": list(m.template_params),
+                "reference": m.reference,
+                "max_attempts": max_attempts,
+            },
         )
-        for m in first_by_key.values()
-    ]
-    # One round trip for all rows, where get_or_create took four per row (SELECT, SAVEPOINT,
-    # INSERT, RELEASE); a duplicate key is skipped rather than raised, so no savepoint, and a
-    # concurrent insert of the same key waits for the other transaction, then is skipped.
-    created = rows_insert_or_skip(rows, key="dedupe_key")
-    for row in rows:
-        log_extra = {
-            "order_id": row.reference,
-            "channel": row.channel,
-            "template": row.template,
-            "dedupe_key": row.dedupe_key,
-        }
-        if row._state.adding:
-            # The stored row's id is not read back: the dedupe key names it.
-            logger.info("notification_enqueue_duplicate", extra=log_extra)
-        else:
+        log_extra = {"order_id": m.reference, "channel": m.channel, "template": m.template, "dedupe_key": key}
+        if is_new:
+            created.append(row)
             logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
+        else:
+            logger.info("notification_enqueue_duplicate", extra=log_extra)
+    given = list(first_by_key)
+    created.sort(key=lambda row: given.index(row.dedupe_key))
     if created:
-        _kick_after_commit(rows=created, using=created[0]._state.db)
+        _kick_after_commit(rows=created)
     return created
 
 
-def _kick_after_commit(*, rows: list[Notification], using: str) -> None:
+def _kick_after_commit(*, rows: list[Notification]) -> None:
     """One kick for the rows of one enqueue call, published once their transaction commits
     (at once outside a transaction). A rolled-back savepoint drops its kick with its rows."""
     ids = [row.pk for row in rows]
     references = ",".join(dict.fromkeys(row.reference for row in rows if row.reference))
-    transaction.on_commit(lambda: notification_kick_many(notification_ids=ids, reference=references), using=using)
+    transaction.on_commit(lambda: notification_kick_many(notification_ids=ids, reference=references))
 
 
 # After a failed publish, this process skips kicks for a few seconds: with Redis hanging

@@ -31,7 +31,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip, row_save, rows_select
 from entitlements.services import entitlement_grant, entitlement_revoke
 from payments import midtrans, notices
 from payments.models import (
@@ -40,7 +39,6 @@ from payments.models import (
     EventSource,
     Order,
     OrderStatus,
-    Package,
     PaymentAttempt,
     PaymentEvent,
 )
@@ -349,35 +347,28 @@ def dedup_key_of(*, source: str, payload: dict) -> str:
 # --- Recording events -------------------------------------------------------------------------
 
 
-def _event_new(*, payload: dict, source: str, midtrans_order_id: str) -> PaymentEvent:
-    return PaymentEvent(
-        midtrans_order_id=midtrans_order_id[:50],
-        source=source,
+def _event_stored(*, payload: dict, source: str, midtrans_order_id: str) -> tuple[PaymentEvent, bool]:
+    """The event row for this body (one per meaning and source), and whether this call stored it.
+
+    A concurrent insert of the same key waits for the other transaction, then reads its row:
+    50 identical notifications arriving together store one row and none of them fails."""
+    return PaymentEvent.objects.get_or_create(
         dedup_key=dedup_key_of(source=source, payload=payload),
-        transaction_status=str(payload.get("transaction_status", ""))[:32],
-        status_code=str(payload.get("status_code", ""))[:8],
-        gross_amount=str(payload.get("gross_amount", ""))[:32],
-        payload=payload,
+        defaults={
+            "midtrans_order_id": midtrans_order_id[:50],
+            "source": source,
+            "transaction_status": str(payload.get("transaction_status", ""))[:32],
+            "status_code": str(payload.get("status_code", ""))[:8],
+            "gross_amount": str(payload.get("gross_amount", ""))[:32],
+            "payload": payload,
+        },
     )
 
 
 def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
-    """Store a verified notification once (unique dedup key); the stored row is returned.
-
-    INSERT ... ON CONFLICT DO NOTHING, so 50 identical notifications arriving together
-    store one row and none of them fails. Only a duplicate reads the stored row back.
-    """
-    event, _ = _event_stored(
-        _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
-    )
+    """Store a verified notification once (unique dedup key); the stored row is returned."""
+    event, _ = _event_stored(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
     return event
-
-
-def _event_stored(event: PaymentEvent) -> tuple[PaymentEvent, bool]:
-    """(the stored row, whether this call stored it)."""
-    if row_insert_or_skip(event):
-        return event, True
-    return PaymentEvent.objects.get(dedup_key=event.dedup_key), False
 
 
 def event_failure_record(*, event_id: int, error: str) -> None:
@@ -653,14 +644,13 @@ def _event_locked(
     *, event_id: int | None, source: str, status: dict, midtrans_order_id: str
 ) -> tuple[PaymentEvent, bool]:
     """The event row to record this application in, locked. (event, already_processed)."""
-    if event_id is not None:
-        event = _one(rows_select(PaymentEvent, where={"pk": event_id}, lock=True), PaymentEvent)
-        return event, event.result in FINAL_EVENT_RESULTS
-    event = _event_new(payload=status, source=source, midtrans_order_id=midtrans_order_id)
-    if row_insert_or_skip(event):
-        # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
-        return event, False
-    event = PaymentEvent.objects.select_for_update().get(dedup_key=event.dedup_key)
+    if event_id is None:
+        event, created = _event_stored(payload=status, source=source, midtrans_order_id=midtrans_order_id)
+        if created:
+            # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
+            return event, False
+        event_id = event.pk
+    event = PaymentEvent.objects.select_for_update().get(pk=event_id)
     return event, event.result in FINAL_EVENT_RESULTS
 
 
@@ -674,15 +664,13 @@ class AttemptRef(NamedTuple):
 def _attempt_ref(midtrans_order_id: str) -> AttemptRef | None:
     """The attempt a body names: by our Midtrans order id, else by a transaction id it learned
     (BI-SNAP channels put the transaction id in `order_id`; see _status_names_attempt)."""
-    attempts = rows_select(PaymentAttempt, where={"midtrans_order_id": midtrans_order_id})  # unique
+    columns = ("pk", "order_id", "midtrans_order_id", "transaction_id")
+    attempts = list(PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list(*columns))
     if not attempts and midtrans_order_id:
-        attempts = rows_select(PaymentAttempt, where={"transaction_id": midtrans_order_id})
+        attempts = list(PaymentAttempt.objects.filter(transaction_id=midtrans_order_id).values_list(*columns)[:2])
         if len(attempts) != 1:
             return None  # unknown, or (never seen) ambiguous: an orphan, not a guess
-    if not attempts:
-        return None
-    attempt = attempts[0]
-    return AttemptRef(attempt.pk, attempt.order_id, attempt.midtrans_order_id, attempt.transaction_id)
+    return AttemptRef(*attempts[0]) if attempts else None
 
 
 def status_names_attempt(*, status: dict, midtrans_order_id: str, transaction_ids: set[str]) -> bool:
@@ -702,12 +690,6 @@ def status_names_attempt(*, status: dict, midtrans_order_id: str, transaction_id
 def _transaction_ids_named(*, ref: AttemptRef, notification: dict) -> set[str]:
     named = {ref.transaction_id, str(notification.get("transaction_id") or ""), str(notification.get("order_id") or "")}
     return named - {ref.midtrans_order_id}
-
-
-def _one(rows: list, model):
-    if not rows:
-        raise model.DoesNotExist(f"{model._meta.label} not found")
-    return rows[0]
 
 
 def payment_status_apply(
@@ -737,15 +719,12 @@ def payment_status_apply(
                 midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
             )
         attempt_pk, order_pk = ref.pk, ref.order_id
-        # The project's lock order: the order row, then the attempt row. Every webhook reads
-        # and writes these rows, so plain statements (buatfilm.db) stand in for the ORM's here:
-        # the same instances and the same locks at a fraction of the CPU.
-        order = _one(rows_select(Order, where={"pk": order_pk}, lock=True), Order)
-        # The package comes along (a grant needs its course) but is not locked.
-        order.package = _one(rows_select(Package, where={"pk": order.package_id}), Package)
+        # The project's lock order: the order row, then the attempt row. The package comes
+        # along (a grant needs its course) but is not locked.
+        order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
         # All of the order's attempts in one read: this one is changed, the others decide
         # (another live one keeps the order open, another paid one makes this a double payment).
-        siblings = rows_select(PaymentAttempt, where={"order": order_pk}, order_by="number", lock=True)
+        siblings = list(PaymentAttempt.objects.filter(order_id=order_pk).order_by("number").select_for_update())
         attempt = next(a for a in siblings if a.pk == attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
@@ -827,9 +806,9 @@ def payment_status_apply(
                 new_value={"reason": fx.review, "event_id": event.pk},
             )
         if attempt_fields:
-            row_save(attempt, fields=sorted(attempt_fields | {"updated_at"}))
+            attempt.save(update_fields=sorted(attempt_fields | {"updated_at"}))
         if order_fields:
-            row_save(order, fields=sorted(order_fields | {"updated_at"}))
+            order.save(update_fields=sorted(order_fields | {"updated_at"}))
 
         course_code = order.package.course_code if (fx.grant or fx.revoke) else ""
         if fx.grant:
@@ -869,8 +848,8 @@ def payment_status_apply(
             event.confirmed_payload = status
         event.processed_at = now
         event.processing_attempts += 1
-        row_save(
-            event, fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
+        event.save(
+            update_fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
         )
 
         outcome.result = fx.result
@@ -1127,9 +1106,7 @@ def notification_receive(*, payload: dict) -> ApplyOutcome:
     instead and its answer applied, recorded once per meaning like any status read.
     """
     midtrans_order_id = str(payload.get("order_id", ""))
-    event, stored = _event_stored(
-        _event_new(payload=payload, source=EventSource.WEBHOOK, midtrans_order_id=midtrans_order_id)
-    )
+    event, stored = _event_stored(payload=payload, source=EventSource.WEBHOOK, midtrans_order_id=midtrans_order_id)
     if (
         stored
         and PaymentEvent.objects.filter(midtrans_order_id=event.midtrans_order_id, source=EventSource.WEBHOOK).count()
