@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
@@ -441,15 +442,11 @@ class _Effects:
     revoke: bool = False
     paid_at_clear: bool = False
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (subject, body)
-    notices: list[str] = field(default_factory=list)
+    messages: list[Callable[..., None]] = field(default_factory=list)  # payments.notices, called with the order
     review: str = ""
     note: str = ""
     attempt_refunded: int | None = None  # Midtrans' cumulative refund total for the attempt
     order_refunded: int | None = None
-
-
-def _notify(name: str, **kwargs) -> None:
-    getattr(notices, name)(**kwargs)
 
 
 def _amount_matches(*, attempt: PaymentAttempt, status: dict) -> tuple[bool, str]:
@@ -543,10 +540,10 @@ def _decide(
     elif target == _A.PAID:
         if order.status in (_O.CREATED, _O.PENDING_PAYMENT):
             fx.order_to, fx.grant = _O.PAID, True
-            fx.notices.append("notice_paid")
+            fx.messages.append(notices.notice_paid)
         elif order.status in (_O.EXPIRED, _O.FAILED, _O.CANCELLED):
             fx.order_to, fx.grant = _O.PAID, True
-            fx.notices.append("notice_paid")
+            fx.messages.append(notices.notice_paid)
             fx.review = f"Late payment: {attempt.midtrans_order_id} settled after the order was {order.status}."
             also = (
                 f" The customer already owns this package through order {paid_elsewhere}: refund one of them."
@@ -580,7 +577,7 @@ def _decide(
     elif target == _A.EXPIRED:
         if order_open and not other_live:
             fx.order_to = _O.EXPIRED
-            fx.notices.append("notice_expired")
+            fx.messages.append(notices.notice_expired)
     elif target == _A.REVERSED:
         fx.alerts.append(
             (
@@ -611,11 +608,11 @@ def _decide(
         elif target == _A.REFUNDED:
             if order.status in PAID_ORDER_STATUSES:
                 fx.order_to, fx.revoke = _O.REFUNDED, True
-                fx.notices.append("notice_refunded")
+                fx.messages.append(notices.notice_refunded)
         else:
             if order.status == _O.PAID:
                 fx.order_to = _O.PARTIALLY_REFUNDED
-                fx.notices.append("notice_refunded")
+                fx.messages.append(notices.notice_refunded)
             fx.revoke = bool(settings.PARTIAL_REFUND_REVOKES_ACCESS) and order.status in PAID_ORDER_STATUSES
     return fx
 
@@ -834,12 +831,12 @@ def payment_status_apply(
                     new_value={"order_id": order.pk, "reason": reason, "event_id": event.pk},
                 )
 
-        for name in fx.notices:
-            _notify(name, order=order)
+        for message in fx.messages:
+            message(order=order)
         if va_changed and attempt.status == _A.PENDING and order.status in Order.OPEN_STATUSES:
-            _notify("notice_payment_instructions", order=order, attempt=attempt)
+            notices.notice_payment_instructions(order=order, attempt=attempt)
         for subject, body in fx.alerts:
-            _notify("notice_alert", order_id=order.pk, subject=subject, body=body)
+            notices.notice_alert(order_id=order.pk, subject=subject, body=body)
 
         event.attempt = attempt
         event.result = fx.result
@@ -920,7 +917,7 @@ def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOu
         old = order.status
         order_status_set(order=order, new=_O.EXPIRED, actor=actor, reason="payment window passed")
         order.save(update_fields=["status", "updated_at"])
-        _notify("notice_expired", order=order)
+        notices.notice_expired(order=order)
         logger.info(
             "order_expired", extra={"order_id": order.pk, "order_from": old, "actor": actor, "dry_run": dry_run}
         )
@@ -1069,8 +1066,7 @@ def _status_mismatch_record(*, event_id: int, attempt_ref: AttemptRef, reason: s
             event.processed_at = timezone.now()
             event.processing_attempts += 1
             event.save(update_fields=["attempt", "result", "error", "processed_at", "processing_attempts"])
-            _notify(
-                "notice_alert",
+            notices.notice_alert(
                 order_id=order_id,
                 subject=f"Inconsistent Midtrans notification on order {order_id}",
                 body=f"A validly signed notification for {event.midtrans_order_id} was NOT applied: {reason}. "
