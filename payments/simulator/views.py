@@ -28,7 +28,7 @@ def _json_body(request):
         try:
             request._simulator_json = json.loads(request.body or b"null")
         except (ValueError, UnicodeDecodeError):
-            request._simulator_json = None
+            request._simulator_json = services.INVALID_JSON
     return request._simulator_json
 
 
