@@ -613,3 +613,27 @@ def test_our_webhook_applies_an_expire_notification_with_either_code(midtrans_si
     assert [row.payload["status_code"] for row in delivered] == ["201", code]
     assert [row.last_http_status for row in delivered] == [200, 200]
     assert refreshed(attempt)[1] == PaymentAttempt.Status.EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id", "names"),
+    [
+        ({"MIDTRANS_SIMULATOR_LANGUAGE": "jv"}, "buatfilm.E131", ["MIDTRANS_SIMULATOR_LANGUAGE", "id", "en"]),
+        (
+            {"MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE": "200"},
+            "buatfilm.E132",
+            ["MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE", "202", "407"],
+        ),
+    ],
+)
+def test_simulator_settings_are_checked_at_start_up(overrides, check_id, names):
+    from buatfilm.tests.test_startup_checks import run_check
+
+    result = run_check(**overrides)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert check_id in output
+    for name in names:
+        assert name in output
+    assert "Traceback" not in output
+    assert run_check(**{name: "en" if "LANGUAGE" in name else "407" for name in overrides}).returncode == 0
