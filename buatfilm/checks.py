@@ -202,6 +202,24 @@ def configuration_check(app_configs=None, **kwargs):
                 id="buatfilm.E007",
             )
         )
+    if settings.MIDTRANS_SIMULATOR_LANGUAGE not in {"id", "en"}:
+        errors.append(
+            Error(
+                f"MIDTRANS_SIMULATOR_LANGUAGE={settings.MIDTRANS_SIMULATOR_LANGUAGE!r} is not a language the "
+                "simulator answers in.",
+                hint="Use id (Bahasa Indonesia, the default) or en.",
+                id="buatfilm.E131",
+            )
+        )
+    if settings.MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE not in {"202", "407"}:
+        errors.append(
+            Error(
+                f"MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE={settings.MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE!r}"
+                " is not a status_code Midtrans sends with an expire notification.",
+                hint="Use 202 (Midtrans' documented samples, the default) or 407 (observed).",
+                id="buatfilm.E132",
+            )
+        )
     return errors
 
 

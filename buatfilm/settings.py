@@ -246,6 +246,14 @@ MIDTRANS_SIMULATOR_TIME_COMPRESSION = _read(env.float, "MIDTRANS_SIMULATOR_TIME_
 # Simulator only: the server key the simulator accepts and signs with (empty = MIDTRANS_SERVER_KEY);
 # a different value plays "our key is not the one Midtrans has".
 MIDTRANS_SIMULATOR_SERVER_KEY = env.str("MIDTRANS_SIMULATOR_SERVER_KEY", default="").strip()
+# Simulator only: the language of Snap's "order id already used" answer ("id": "sudah digunakan",
+# "en": "has already been taken"); Midtrans has been seen answering both.
+MIDTRANS_SIMULATOR_LANGUAGE = env.str("MIDTRANS_SIMULATOR_LANGUAGE", default="id").strip().lower()
+# Simulator only: the status_code of an expire notification ("202" as Midtrans' documented
+# samples show, or "407" as observed). The status API answers an expired transaction with 407.
+MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE = env.str(
+    "MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE", default="202"
+).strip()
 
 # --- Orders and checkout -----------------------------------------------------------------
 
