@@ -914,12 +914,14 @@ def idempotency_claim(*, key: str, operation: str) -> IdempotencyClaim:
         return IdempotencyClaim()
     for _ in range(3):  # the row may vanish (a failed first call) between the INSERT and the read
         now = timezone.now()
-        row = SimIdempotencyKey(key=key, operation=operation, expires_at=now + IDEMPOTENCY_LIFETIME)
-        if row_insert_or_skip(row):
-            return IdempotencyClaim(key=key, owned=True)
-        existing = SimIdempotencyKey.objects.filter(key=key).first()
-        if existing is None:
+        try:
+            existing, created = SimIdempotencyKey.objects.get_or_create(
+                key=key, defaults={"operation": operation, "expires_at": now + IDEMPOTENCY_LIFETIME}
+            )
+        except IntegrityError:
             continue
+        if created:
+            return IdempotencyClaim(key=key, owned=True)
         if existing.expires_at <= now:
             taken = SimIdempotencyKey.objects.filter(pk=existing.pk, expires_at__lte=now).update(
                 state=SimIdempotencyKey.State.IN_PROGRESS,
