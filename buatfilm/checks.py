@@ -210,7 +210,7 @@ NOTIFICATION_TEMPLATES = [
     ("payment_instructions", True),
     ("payment_received", True),
     ("order_expired", False),
-    ("refund_processed", False),
+    ("refund_processed", True),
     ("operator_alert", False),
     ("outbox_alert", False),
 ]

@@ -182,21 +182,30 @@ def notice_expired(*, order) -> None:
     )
 
 
-def notice_refunded(*, order) -> None:
-    """Email: a refund was processed. One per refunded total, so a partial then a full refund
-    each tell the customer once."""
+def notice_refunded(*, order, refund=None) -> None:
+    """Email + WhatsApp: a refund was processed.
+
+    With `refund` (one of ours, confirmed): once per refund, for its amount; this also covers
+    the refund of a double payment, which leaves the order's own total unchanged. Without
+    (a refund made in Midtrans' dashboard): once per refunded total, so a partial then a
+    full refund each tell the customer once."""
+    amount = refund.amount if refund is not None else order.refunded_amount
+    event = f"refund:{refund.refund_key}" if refund is not None else f"refunded:{order.refunded_amount}"
     context = _order_context(order) | {
-        "refunded_amount": rupiah_format(order.refunded_amount),
+        "refunded_amount": rupiah_format(amount),
         "fully_refunded": order.refunded_amount >= order.amount,
     }
+    template = "refund_processed"
     _enqueue(
-        _email(
+        _email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context),
+        _whatsapp(
             order_id=order.id,
-            template="refund_processed",
-            event=f"refunded:{order.refunded_amount}",
-            recipient=order.customer_email,
+            template=template,
+            event=event,
+            recipient=order.customer_phone,
             context=context,
-        )
+            params=[order.customer_name, order.id, context["refunded_amount"]],
+        ),
     )
 
 
