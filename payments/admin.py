@@ -5,7 +5,8 @@ from django.template.loader import render_to_string
 from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from entitlements.models import Entitlement
 from notifications.models import Notification
-from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent
+from payments.admin_tools import OrderToolsMixin
+from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent, Refund
 from payments.services.reconcile import order_sync_by_operator
 
 
@@ -44,8 +45,26 @@ class PaymentAttemptInline(ReadOnlyTabularInline):
     readonly_fields = fields
 
 
+class ReviewQueueFilter(admin.SimpleListFilter):
+    """The review queue: orders that need a person (late or double payment, amount mismatch,
+    reversal, fraud challenge), until an operator resolves the case."""
+
+    title = "review queue"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Needs review"), ("resolved", "Resolved cases")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(needs_review=True)
+        if self.value() == "resolved":
+            return queryset.filter(needs_review=False, review_resolved_at__isnull=False)
+        return queryset
+
+
 @admin.register(Order)
-class OrderAdmin(ReadOnlyModelAdmin):
+class OrderAdmin(OrderToolsMixin, ReadOnlyModelAdmin):
     list_display = [
         "id",
         "status",
@@ -56,12 +75,13 @@ class OrderAdmin(ReadOnlyModelAdmin):
         "created_at",
         "paid_at",
         "needs_review",
+        "review_case",
     ]
-    list_filter = ["status", "package", "needs_review", "created_at", "paid_at"]
+    list_filter = ["status", "package", ReviewQueueFilter, "needs_review", "created_at", "paid_at"]
     search_fields = ["id", "customer_email", "customer_phone", "customer_name", "attempts__midtrans_order_id"]
     date_hierarchy = "created_at"
     inlines = [PaymentAttemptInline]
-    readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table"]
+    readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table", "refunds_table"]
     actions = ["sync_from_midtrans"]
 
     # The order stays read-only: this action asks Midtrans and applies what it says, through
@@ -103,6 +123,20 @@ class OrderAdmin(ReadOnlyModelAdmin):
                 self.message_user(request, f"{order_id}: {'; '.join(report.changes)}", level=messages.SUCCESS)
             else:
                 self.message_user(request, f"{order_id}: already in line with Midtrans.", level=messages.INFO)
+
+    @admin.display(description="Review")
+    def review_case(self, obj):
+        if not obj.needs_review:
+            return ""
+        reason = obj.review_reason.strip().splitlines()[-1] if obj.review_reason.strip() else "flagged"
+        return reason if len(reason) <= 90 else reason[:89] + "…"
+
+    @admin.display(description="Refunds")
+    def refunds_table(self, obj):
+        return render_to_string(
+            "admin/payments/refunds_table.html",
+            {"refunds": Refund.objects.filter(order_id=obj.id).select_related("attempt").order_by("requested_at")},
+        )
 
     @admin.display(description="Payment events")
     def events_table(self, obj):
@@ -170,3 +204,10 @@ class AuditEntryAdmin(ReadOnlyModelAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_id", "correlation_id"]
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["object_id", "actor", "correlation_id"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyModelAdmin):
+    list_display = ["refund_key", "order", "amount", "reason", "status", "offline", "operator", "requested_at"]
+    list_filter = ["status", "reason", "offline", "requested_at"]
+    search_fields = ["refund_key", "order__id", "offline_reference", "operator"]
