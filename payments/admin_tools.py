@@ -146,7 +146,7 @@ class OrderToolsMixin:
         if not self.tool_allowed(request, "refund"):
             return self._tool_refused(request, "refund", order.pk)
         attempts = [a for a in order.attempts.order_by("number") if a.status in MONEY_HOLDING_ATTEMPT_STATUSES]
-        form = RefundForm(request.POST or None, attempts=attempts)
+        form = RefundForm(request.POST if request.method == "POST" else None, attempts=attempts)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
@@ -177,7 +177,7 @@ class OrderToolsMixin:
         order = self._order_for(request, object_id)
         if not self.tool_allowed(request, "resolve"):
             return self._tool_refused(request, "resolve", order.pk)
-        form = ResolveReviewForm(request.POST or None)
+        form = ResolveReviewForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
                 review_resolve(order_id=order.pk, operator=request.user.get_username(), note=form.cleaned_data["note"])
@@ -212,7 +212,7 @@ class OrderToolsMixin:
         order = self._order_for(request, object_id)
         if not self.tool_allowed(request, "correct"):
             return self._tool_refused(request, "correct", order.pk)
-        form = CorrectContactForm(request.POST or None)
+        form = CorrectContactForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
                 contact_correct(
