@@ -150,9 +150,7 @@ def test_corrected_email_moves_the_access_and_the_check_api_follows(client, djan
     operator = staff(client, django_user_model, "siti", "correct_contact")
     order = paid_order(customer_email="budi@gmial.com")
 
-    response = operator.post(
-        url("correct", order), {"email": "Budi@Gmail.com", "phone": "0812-9999-0000"}, follow=True
-    )
+    response = operator.post(url("correct", order), {"email": "Budi@Gmail.com", "phone": "0812-9999-0000"}, follow=True)
 
     assert any("corrected" in m for m in messages_of(response))
     order.refresh_from_db()

@@ -379,3 +379,59 @@ def test_refund_order_command_checks_the_named_operators_permission(sim, django_
     user.user_permissions.add(Permission.objects.get(codename="refund_order"))
     call_command("refund_order", attempt.order_id, "--reason", "other", "--operator", "siti", stdout=StringIO())
     assert Refund.objects.get().operator == "siti"
+
+
+# --- from the admin's order page --------------------------------------------------------------
+
+
+@pytest.fixture
+def refunder(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("siti", "siti@buatfilm.test", "pw-for-tests", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "refund_order", "sync_order"]))
+    client.force_login(user)
+    return client
+
+
+def test_operator_refunds_from_the_order_page_and_syncs_it(sim, refunder):
+    from django.urls import reverse
+
+    attempt = paid(sim)
+    page = refunder.get(reverse("admin:payments_order_change", args=[attempt.order_id])).content.decode()
+    assert "Refund" in page and "Sync from Midtrans" in page
+    form = refunder.get(reverse("admin:payments_order_refund", args=[attempt.order_id])).content.decode()
+    assert attempt.midtrans_order_id in form and "customer_request" in form
+
+    response = refunder.post(
+        reverse("admin:payments_order_refund", args=[attempt.order_id]),
+        {"attempt": attempt.midtrans_order_id, "amount": "30000", "reason": "customer_request", "note": "kurang puas"},
+        follow=True,
+    )
+
+    assert any("Midtrans accepted refund" in str(m) for m in response.context["messages"])
+    assert Refund.objects.get().status == Refund.Status.REQUESTED
+    # the notification is lost; the operator's "Sync from Midtrans" button confirms it
+    response = refunder.post(reverse("admin:payments_order_sync", args=[attempt.order_id]), follow=True)
+    assert any("PAID -> PARTIALLY_REFUNDED" in str(m) for m in response.context["messages"])
+    assert Refund.objects.get().status == Refund.Status.CONFIRMED
+    assert state(attempt) == (OS.PARTIALLY_REFUNDED, 30000, A.PARTIALLY_REFUNDED, "active")
+    assert AuditEntry.objects.get(action="refund_requested").actor == "siti"
+    page = refunder.get(reverse("admin:payments_order_change", args=[attempt.order_id])).content.decode()
+    assert f"{attempt.midtrans_order_id}-R1" in page and "kurang puas" in page
+
+
+def test_admin_refund_over_the_remaining_amount_is_refused_and_changes_nothing(sim, refunder):
+    from django.urls import reverse
+
+    attempt = paid(sim)
+    before = everything(), len(sim.api_calls("refund"))
+
+    response = refunder.post(
+        reverse("admin:payments_order_refund", args=[attempt.order_id]),
+        {"attempt": attempt.midtrans_order_id, "amount": "150000", "reason": "other"},
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 200 and "more than what remains refundable" in html and "Nothing was changed" in html
+    assert (everything(), len(sim.api_calls("refund"))) == before
