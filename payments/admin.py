@@ -5,13 +5,15 @@ from django.template.loader import render_to_string
 from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from entitlements.models import Entitlement
 from notifications.models import Notification
+from payments.admin_forms import CatalogFormAdmin, DiscountCodeForm, PackageForm
 from payments.admin_tools import OrderToolsMixin
 from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent, Refund
 from payments.services.reconcile import order_sync_by_operator
 
 
 @admin.register(Package)
-class PackageAdmin(admin.ModelAdmin):
+class PackageAdmin(CatalogFormAdmin):
+    form = PackageForm
     list_display = ["id", "name", "price", "currency", "is_active", "capacity", "course_code"]
     list_filter = ["is_active"]
     search_fields = ["id", "name"]
@@ -22,11 +24,16 @@ class PackageAdmin(admin.ModelAdmin):
 
 
 @admin.register(DiscountCode)
-class DiscountCodeAdmin(admin.ModelAdmin):
+class DiscountCodeAdmin(CatalogFormAdmin):
+    form = DiscountCodeForm
     list_display = ["code", "kind", "value", "package", "times_used", "max_uses", "starts_at", "ends_at", "is_active"]
     list_filter = ["is_active", "kind", "package"]
     search_fields = ["code"]
     readonly_fields = ["times_used", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Codes are upserted by name: renaming one here would make a second code.
+        return ["code", *self.readonly_fields] if obj else self.readonly_fields
 
 
 class PaymentAttemptInline(ReadOnlyTabularInline):

@@ -40,7 +40,11 @@ class Package(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=Q(price__gt=0), name="package_price_positive"),
+            models.CheckConstraint(
+                condition=Q(price__gt=0),
+                name="package_price_positive",
+                violation_error_message="The price must be at least Rp 1 (a whole number of rupiah).",
+            ),
             models.CheckConstraint(condition=Q(currency=CURRENCY_IDR), name="package_currency_idr"),
             models.CheckConstraint(condition=~Q(course_code=""), name="package_course_code_set"),
         ]
@@ -75,15 +79,25 @@ class DiscountCode(models.Model):
         ordering = ["code"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=["percent", "fixed"]), name="discount_kind_valid"),
-            models.CheckConstraint(condition=Q(value__gt=0), name="discount_value_positive"),
-            models.CheckConstraint(condition=~Q(kind="percent") | Q(value__lt=100), name="discount_percent_below_100"),
+            models.CheckConstraint(
+                condition=Q(value__gt=0),
+                name="discount_value_positive",
+                violation_error_message="The discount value must be at least 1.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="percent") | Q(value__lt=100),
+                name="discount_percent_below_100",
+                violation_error_message="A percent discount must be between 1 and 99.",
+            ),
             models.CheckConstraint(
                 condition=Q(max_uses__isnull=True) | Q(times_used__lte=F("max_uses")),
                 name="discount_uses_within_max",
+                violation_error_message="Max uses cannot be lower than the uses already counted.",
             ),
             models.CheckConstraint(
                 condition=Q(starts_at__isnull=True) | Q(ends_at__isnull=True) | Q(ends_at__gt=F("starts_at")),
                 name="discount_window_ordered",
+                violation_error_message="The end of the validity window must be after its start.",
             ),
             models.CheckConstraint(condition=Q(code=models.functions.Upper("code")), name="discount_code_upper"),
         ]
