@@ -89,7 +89,7 @@ class DiscountCodeForm(ServiceForm):
         data = self.cleaned_data
         percent = data["value"] if data["kind"] == DiscountCode.Kind.PERCENT else None
         return discount_upsert(
-            code=data["code"] if "code" in data else self.instance.code,
+            code=data.get("code", self.instance.code),
             percent=percent,
             amount=None if percent is not None else data["value"],
             package_id=data["package"].pk if data.get("package") else None,

@@ -89,11 +89,8 @@ class DiscountCode(models.Model):
                 name="discount_percent_below_100",
                 violation_error_message="A percent discount must be between 1 and 99.",
             ),
-            models.CheckConstraint(
-                condition=Q(max_uses__isnull=True) | Q(times_used__lte=F("max_uses")),
-                name="discount_uses_within_max",
-                violation_error_message="Max uses cannot be lower than the uses already counted.",
-            ),
+            # No times_used <= max_uses constraint: a late payment is honoured past the limit
+            # (payments.services.discounts); new redemptions stop at it (discount_redeem).
             models.CheckConstraint(
                 condition=Q(starts_at__isnull=True) | Q(ends_at__isnull=True) | Q(ends_at__gt=F("starts_at")),
                 name="discount_window_ordered",

@@ -45,6 +45,7 @@ from payments.models import (
     Refund,
 )
 from payments.services.audit import audit_batch, audit_record
+from payments.services.discounts import discount_use_follow
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def order_status_set(*, order: Order, new: str, actor: str, reason: str, event_i
     if not order_transition_allowed(old=old, new=new):
         raise TransitionNotAllowed(f"order {order.pk}: {old} -> {new} is not in the transition table")
     order.status = new
+    discount_use_follow(order=order, old_status=old, new_status=new)
     audit_record(
         actor=actor,
         action="order_status_changed",

@@ -25,11 +25,23 @@ def catalog() -> tuple:
 
 
 def package_data(**overrides) -> dict:
-    return {"name": "Buat Film Pakai AI", "price": "99000", "is_active": "on", "capacity": "", "course_code": ""} | overrides
+    return {
+        "name": "Buat Film Pakai AI",
+        "price": "99000",
+        "is_active": "on",
+        "capacity": "",
+        "course_code": "",
+    } | overrides
 
 
 def discount_data(**overrides) -> dict:
-    return {"code": "LEBARAN", "kind": "fixed", "value": "20000", "package": "ai-movie-course", "max_uses": ""} | overrides
+    return {
+        "code": "LEBARAN",
+        "kind": "fixed",
+        "value": "20000",
+        "package": "ai-movie-course",
+        "max_uses": "",
+    } | overrides
 
 
 def errors_of(response) -> str:
