@@ -430,6 +430,11 @@ SALES_SUMMARY_EMAILS = _read(env.list, "SALES_SUMMARY_EMAILS", default=[])
 SALES_SUMMARY_HOUR = _read(env.int, "SALES_SUMMARY_HOUR", default=7)
 # Optional: a short "new sale" email to these addresses for every paid order.
 SALE_NOTICE_EMAILS = _read(env.list, "SALE_NOTICE_EMAILS", default=[])
+# Midtrans refunds still requested are read again (and, unanswered, sent again with their key).
+CELERY_BEAT_SCHEDULE["payments-refunds-sweep"] = {
+    "task": "payments.refunds_sweep",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+}
 CELERY_BEAT_SCHEDULE["payments-sales-summary"] = {
     "task": "payments.sales_summary",
     # The day that just ended (CELERY_TIMEZONE is Asia/Jakarta); an out-of-range hour is

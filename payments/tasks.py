@@ -30,3 +30,12 @@ def payments_sales_summary() -> dict:
     if summary is None:
         return {"skipped": "SALES_SUMMARY_EMAILS is empty"}
     return {"day": summary.day.isoformat(), "orders_paid": summary.orders_paid, "revenue": summary.revenue}
+
+
+@shared_task(name="payments.refunds_sweep", ignore_result=True)
+def payments_refunds_sweep() -> dict:
+    """Confirm (status read) or resend (same refund_key) Midtrans refunds still requested."""
+    from payments.services.refunds import refunds_sweep
+
+    report = refunds_sweep()
+    return {"checked": report.checked, "confirmed": len(report.confirmed), "retried": len(report.retried)}

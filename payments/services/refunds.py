@@ -24,7 +24,8 @@ said by us (recorded as such), so its effects are exactly those of a Midtrans re
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -259,14 +260,14 @@ def _offline_apply(*, refund: Refund, operator: str) -> RefundOutcome:
     )
 
 
-def _status_apply(*, refund: Refund, operator: str) -> str:
+def _status_apply(*, refund: Refund, operator: str) -> midtrans.MidtransError | None:
     """Read the attempt's status at Midtrans and apply it (this confirms the refund when listed).
-    Returns "" or why the read failed; a failed read leaves the refund requested."""
+    Returns the error when the read failed; the refund then stays requested."""
     attempt = refund.attempt
     try:
         status = midtrans.transaction_status(midtrans_order_id=attempt.midtrans_order_id)
     except midtrans.MidtransError as exc:
-        return f"status read failed: {type(exc).__name__}: {exc}"
+        return exc
     payment_status_apply(
         midtrans_order_id=attempt.midtrans_order_id,
         status=status,
@@ -274,7 +275,11 @@ def _status_apply(*, refund: Refund, operator: str) -> str:
         actor=operator,
         confirmed=True,
     )
-    return ""
+    return None
+
+
+def _read_failed(exc: midtrans.MidtransError | None) -> str:
+    return f"status read failed: {type(exc).__name__}: {exc}" if exc is not None else ""
 
 
 def _refund_mark(*, refund: Refund, **values) -> None:
@@ -298,7 +303,7 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
         # reach us. A status read confirms it (and applies it) now.
         logger.info("refund_already_requested", extra=log)
         _refund_mark(refund=refund, midtrans_accepted_at=timezone.now())
-        why = _status_apply(refund=refund, operator=operator)
+        failed = _status_apply(refund=refund, operator=operator)
         refund.refresh_from_db()
         if refund.status == Refund.Status.CONFIRMED:
             return RefundOutcome(refund=refund, resumed=resumed, message=_confirmed_message(refund))
@@ -306,7 +311,7 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
             refund=refund,
             resumed=resumed,
             message=f"Midtrans already had refund {refund.refund_key}; it is applied when Midtrans confirms it."
-            + (f" ({why})" if why else ""),
+            + (f" ({_read_failed(failed)})" if failed is not None else ""),
         )
     except midtrans.MidtransUnavailable as exc:
         text = f"{timezone.now().isoformat()} Midtrans did not answer: {type(exc).__name__}: {exc}"
@@ -321,12 +326,13 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
         )
     except midtrans.MidtransError as exc:
         # Refused. If an earlier try went through after all, Midtrans lists the key: check first.
-        why = _status_apply(refund=refund, operator=operator) if refund.tries else ""
+        failed = _status_apply(refund=refund, operator=operator) if refund.tries else None
         refund.refresh_from_db()
         if refund.status == Refund.Status.CONFIRMED:
             return RefundOutcome(refund=refund, resumed=resumed, message=_confirmed_message(refund))
-        if why:
-            _refund_mark(refund=refund, last_error=f"{timezone.now().isoformat()} refused ({exc}); {why}"[:2000])
+        if failed is not None:
+            text = f"{timezone.now().isoformat()} refused ({exc}); {_read_failed(failed)}"
+            _refund_mark(refund=refund, last_error=text[:2000])
             return RefundOutcome(
                 refund=refund,
                 resumed=resumed,
@@ -412,3 +418,57 @@ def refund_request(
     refund, resumed = _refund_reserve(**fields)
     refund = Refund.objects.select_related("attempt", "order").get(pk=refund.pk)
     return _midtrans_refund(refund=refund, operator=operator, resumed=resumed)
+
+
+# A refund younger than this is left to its own call and Midtrans' notification.
+SWEEP_MIN_AGE_SECONDS = 120
+
+
+@dataclass
+class RefundSweepReport:
+    checked: int = 0
+    confirmed: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def refunds_sweep(*, actor: str = "reconcile", limit: int = 50) -> RefundSweepReport:
+    """Settle Midtrans refunds still requested: read the status (which confirms a refund that
+    Midtrans lists), and send again, with the same refund_key, one whose every call so far
+    ended without an answer (a timeout nobody retried). Safe to run twice or concurrently:
+    the key makes a second send a "Duplicate refund ID"."""
+    report = RefundSweepReport()
+    due = Refund.objects.filter(
+        status=Refund.Status.REQUESTED,
+        offline=False,
+        requested_at__lte=timezone.now() - timedelta(seconds=SWEEP_MIN_AGE_SECONDS),
+    ).order_by("updated_at")
+    for refund in due.select_related("attempt", "order")[:limit]:
+        report.checked += 1
+        failed = _status_apply(refund=refund, operator=actor)
+        refund.refresh_from_db()
+        if refund.status == Refund.Status.CONFIRMED:
+            report.confirmed.append(refund.refund_key)
+            continue
+        if failed is not None:
+            report.errors.append(f"{refund.refund_key}: {_read_failed(failed)}")
+            if isinstance(failed, midtrans.MidtransUnavailable):
+                break  # Midtrans is down: the next sweep goes on
+            continue
+        if refund.midtrans_accepted_at is None and refund.last_error:
+            claimed = Refund.objects.filter(pk=refund.pk, status=Refund.Status.REQUESTED, last_error=refund.last_error)
+            if not claimed.update(last_error="", updated_at=timezone.now()):
+                continue  # an operator is retrying it right now
+            outcome = _midtrans_refund(refund=refund, operator=actor, resumed=True)
+            report.retried.append(f"{refund.refund_key}: {outcome.message}")
+    if report.checked:
+        logger.info(
+            "refunds_swept",
+            extra={
+                "checked": report.checked,
+                "confirmed": len(report.confirmed),
+                "retried": len(report.retried),
+                "errors": len(report.errors),
+            },
+        )
+    return report

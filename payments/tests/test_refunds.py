@@ -435,3 +435,45 @@ def test_admin_refund_over_the_remaining_amount_is_refused_and_changes_nothing(s
     html = response.content.decode()
     assert response.status_code == 200 and "more than what remains refundable" in html and "Nothing was changed" in html
     assert (everything(), len(sim.api_calls("refund"))) == before
+
+
+def test_the_sweep_resends_an_unanswered_refund_with_its_key_and_confirms_it(sim):
+    from django.utils import timezone
+
+    from payments.services.refunds import SWEEP_MIN_AGE_SECONDS, refunds_sweep
+
+    # given a refund whose call timed out before Midtrans made it, and nobody retried
+    attempt = paid(sim)
+    sim.faults(timeout=True, timeout_seconds=0.1)
+    first = refund_request(order_id=attempt.order_id, reason="customer_request", operator="siti")
+    sim.faults_reset()
+    Refund.objects.filter(pk=first.refund.pk).update(
+        requested_at=timezone.now() - timezone.timedelta(seconds=SWEEP_MIN_AGE_SECONDS + 1)
+    )
+
+    # when the sweep runs (twice, as beat may)
+    report = refunds_sweep()
+    sim.deliver()
+    refunds_sweep()
+
+    # then the refund was sent again with the same key, once, and confirmed
+    assert report.retried and report.retried[0].startswith(first.refund.refund_key)
+    assert [r["refund_key"] for r in sim_refunds(sim, attempt)] == [first.refund.refund_key]
+    assert Refund.objects.get().status == Refund.Status.CONFIRMED
+    assert state(attempt) == (OS.REFUNDED, 99000, A.REFUNDED, "revoked")
+
+
+def test_the_sweep_confirms_a_refund_whose_notification_was_lost(sim):
+    from django.utils import timezone
+
+    from payments.services.refunds import refunds_sweep
+
+    attempt = paid(sim)
+    refund_request(order_id=attempt.order_id, amount=10000, reason="other", operator="siti")
+    Refund.objects.update(requested_at=timezone.now() - timezone.timedelta(hours=1))
+
+    report = refunds_sweep()
+
+    assert len(report.confirmed) == 1 and not report.retried
+    assert state(attempt) == (OS.PARTIALLY_REFUNDED, 10000, A.PARTIALLY_REFUNDED, "active")
+    assert len(sim.api_calls("refund")) == 1
