@@ -225,7 +225,7 @@ def test_timeout_then_retry_refunds_once(sim, settings):
         refund_request(order_id=attempt.order_id, amount=1000, reason="other", operator="andi")
 
     # when the operator asks again for the same refund (Midtrans did refund it, late)
-    _wait_for(lambda: len(sim_refunds(sim, attempt)) == 1)
+    _wait_for(lambda: len(sim_refunds(sim, attempt)) == 1 and len(sim.api_calls("refund")) == 1)
     again = refund_request(order_id=attempt.order_id, reason="customer_request", operator="siti")
 
     # then the same refund (same key) was retried; Midtrans knew the key ("Duplicate refund ID"),
