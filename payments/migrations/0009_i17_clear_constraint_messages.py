@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payments", "0007_i17_order_review_resolution"),
+        ("payments", "0008_i17_order_review_resolution"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payments", "0006_i17_operator_permissions_and_refund"),
+        ("payments", "0007_i17_operator_permissions_and_refund"),
     ]
 
     operations = [

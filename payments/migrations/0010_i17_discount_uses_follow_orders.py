@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payments", "0008_i17_clear_constraint_messages"),
+        ("payments", "0009_i17_clear_constraint_messages"),
     ]
 
     operations = [
