@@ -175,10 +175,7 @@ def notice_sale(*, order) -> None:
     """The optional "new sale" email to SALE_NOTICE_EMAILS; once per order and address."""
     if not settings.SALE_NOTICE_EMAILS:
         return
-    context = _order_context(order) | {
-        "customer_email": order.customer_email,
-        "admin_url": _admin_order_url(order.id),
-    }
+    context = _order_context(order) | {"admin_url": _admin_order_url(order.id)}
     rendered = email_render(template="sale_notice", context=context)
     _enqueue(
         *(

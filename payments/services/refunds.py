@@ -362,6 +362,9 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
         midtrans_refund_id=str(answer.get("refund_chargeback_id") or "")[:32],
     )
     logger.info("refund_accepted", extra=log | {"amount": refund.amount})
+    if refund.status == Refund.Status.CONFIRMED:
+        # Midtrans' notification was applied while its answer was on the way to us.
+        return RefundOutcome(refund=refund, resumed=resumed, message=_confirmed_message(refund))
     return RefundOutcome(
         refund=refund,
         resumed=resumed,
