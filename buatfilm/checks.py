@@ -228,8 +228,10 @@ NOTIFICATION_TEMPLATES = [
     ("payment_instructions", True),
     ("payment_received", True),
     ("order_expired", False),
-    ("refund_processed", False),
+    ("refund_processed", True),
     ("operator_alert", False),
+    ("sales_summary", False),
+    ("sale_notice", False),
     ("outbox_alert", False),
 ]
 
@@ -298,4 +300,44 @@ def notification_templates_check(app_configs=None, **kwargs):
                     )
                 )
                 break  # one message per template is enough
+    return errors
+
+
+@register("config")
+def operator_tools_check(app_configs=None, **kwargs):
+    """Settings of the operator tools and the owners' reports (issue 17)."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    errors = []
+    hour = settings.SALES_SUMMARY_HOUR
+    if not isinstance(hour, int) or not 0 <= hour <= 23:
+        errors.append(
+            Error(
+                f"SALES_SUMMARY_HOUR={hour!r} is not an hour of the day.",
+                hint="Set SALES_SUMMARY_HOUR to 0-23 (Asia/Jakarta), e.g. 7 for 07:00 WIB.",
+                id="buatfilm.E170",
+            )
+        )
+    for name in ("SALES_SUMMARY_EMAILS", "SALE_NOTICE_EMAILS"):
+        for address in getattr(settings, name) or []:
+            try:
+                validate_email(address)
+            except ValidationError:
+                errors.append(
+                    Error(
+                        f"{name} contains {address!r}, which is not an email address.",
+                        hint=f"Set {name} to comma-separated addresses, e.g. owner@example.com,finance@example.com.",
+                        id="buatfilm.E171",
+                    )
+                )
+    seconds = settings.RESEND_ACCESS_MIN_SECONDS
+    if not isinstance(seconds, int) or seconds < 1:
+        errors.append(
+            Error(
+                f"RESEND_ACCESS_MIN_SECONDS={seconds!r} must be a whole number of seconds, at least 1.",
+                hint="Set RESEND_ACCESS_MIN_SECONDS=60 (the default) or more.",
+                id="buatfilm.E172",
+            )
+        )
     return errors

@@ -421,3 +421,31 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Operator tools and reports (issue 17) ------------------------------------------------------
+
+# The admin speaks English (customer messages stay Bahasa Indonesia: they are rendered with
+# their own language, notifications.rendering).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware"),
+    "buatfilm.admin.AdminLanguageMiddleware",
+)
+ADMIN_LANGUAGE = "en"
+# An operator's "Resend access" goes out at most once per this many seconds per order.
+RESEND_ACCESS_MIN_SECONDS = _read(env.int, "RESEND_ACCESS_MIN_SECONDS", default=60)
+# The daily sales summary: sent to these addresses (none: not sent) at this hour, Asia/Jakarta.
+SALES_SUMMARY_EMAILS = _read(env.list, "SALES_SUMMARY_EMAILS", default=[])
+SALES_SUMMARY_HOUR = _read(env.int, "SALES_SUMMARY_HOUR", default=7)
+# Optional: a short "new sale" email to these addresses for every paid order.
+SALE_NOTICE_EMAILS = _read(env.list, "SALE_NOTICE_EMAILS", default=[])
+# Midtrans refunds still requested are read again (and, unanswered, sent again with their key).
+CELERY_BEAT_SCHEDULE["payments-refunds-sweep"] = {
+    "task": "payments.refunds_sweep",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["payments-sales-summary"] = {
+    "task": "payments.sales_summary",
+    # The day that just ended (CELERY_TIMEZONE is Asia/Jakarta); an out-of-range hour is
+    # reported by the start-up checks, and the default is used meanwhile.
+    "schedule": crontab(hour=SALES_SUMMARY_HOUR if 0 <= (SALES_SUMMARY_HOUR or 0) <= 23 else 7, minute=0),
+}

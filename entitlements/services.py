@@ -115,3 +115,19 @@ def access_link_build(*, email: str, course_code: str) -> str:
     """
     token = access_token_make(email=email)
     return settings.COURSE_ACCESS_URL.format(course=quote(course_code, safe=""), token=quote(token, safe=""))
+
+
+@_in_transaction
+def entitlement_email_change(*, order_id: str, email: str) -> tuple[Entitlement, str] | None:
+    """Give the access `order_id` paid for to `email` instead (an operator corrected a mistyped
+    address). Returns (entitlement, old email), or None when the order granted nothing."""
+    email = email.strip().lower()
+    entitlement = Entitlement.objects.select_for_update().filter(order_id=order_id).first()
+    if entitlement is None:
+        return None
+    old = entitlement.email
+    if old != email:
+        entitlement.email = email
+        entitlement.save(update_fields=["email", "updated_at"])
+        logger.info("entitlement_email_changed", extra={"order_id": order_id, "entitlement_id": entitlement.pk})
+    return entitlement, old

@@ -42,8 +42,10 @@ from payments.models import (
     OrderStatus,
     PaymentAttempt,
     PaymentEvent,
+    Refund,
 )
 from payments.services.audit import audit_batch, audit_record
+from payments.services.discounts import discount_use_follow
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ def order_status_set(*, order: Order, new: str, actor: str, reason: str, event_i
     if not order_transition_allowed(old=old, new=new):
         raise TransitionNotAllowed(f"order {order.pk}: {old} -> {new} is not in the transition table")
     order.status = new
+    discount_use_follow(order=order, old_status=old, new_status=new)
     audit_record(
         actor=actor,
         action="order_status_changed",
@@ -617,6 +620,71 @@ def _decide(
     return fx
 
 
+def _refunds_listed(status: dict) -> list[dict]:
+    refunds = status.get("refunds")
+    return [r for r in refunds if isinstance(r, dict)] if isinstance(refunds, list) else []
+
+
+def _refunds_confirm(*, attempt: PaymentAttempt, status: dict, actor: str, event_id: int, now) -> list[Refund]:
+    """Mark our refunds of this attempt that Midtrans lists (by refund_key, or by the refund id
+    it gave us) confirmed, and stamp the bank's confirmation. Returns the newly confirmed ones.
+
+    The rows hang off the attempt, so locking them here keeps the lock order (order, attempt,
+    refunds)."""
+    listed = _refunds_listed(status)
+    if not listed:
+        return []
+    by_key = {str(r.get("refund_key")): r for r in listed if r.get("refund_key")}
+    by_id = {str(r.get("refund_chargeback_id")): r for r in listed if r.get("refund_chargeback_id") is not None}
+    newly: list[Refund] = []
+    rows = Refund.objects.select_for_update().filter(attempt=attempt).order_by("pk")
+    for refund in rows.exclude(status=Refund.Status.CONFIRMED, bank_confirmed_at__isnull=False):
+        entry = by_key.get(refund.refund_key) or (
+            by_id.get(refund.midtrans_refund_id) if refund.midtrans_refund_id else None
+        )
+        if entry is None:
+            continue
+        fields = {"updated_at"}
+        if refund.status != Refund.Status.CONFIRMED:
+            old = refund.status
+            refund.status, refund.confirmed_at, refund.failed_at = Refund.Status.CONFIRMED, now, None
+            refund.midtrans_accepted_at = refund.midtrans_accepted_at or now
+            refund.midtrans_refund_id = str(entry.get("refund_chargeback_id") or refund.midtrans_refund_id)[:32]
+            refund.last_error = ""
+            fields |= {
+                "status",
+                "confirmed_at",
+                "failed_at",
+                "midtrans_accepted_at",
+                "midtrans_refund_id",
+                "last_error",
+            }
+            audit_record(
+                actor=actor,
+                action="refund_confirmed",
+                obj=refund,
+                old_value={"status": old},
+                new_value={
+                    "status": Refund.Status.CONFIRMED,
+                    "order_id": refund.order_id,
+                    "amount": refund.amount,
+                    "event_id": event_id,
+                },
+            )
+            newly.append(refund)
+        if entry.get("bank_confirmed_at") and refund.bank_confirmed_at is None:
+            refund.bank_confirmed_at = now
+            fields.add("bank_confirmed_at")
+            audit_record(
+                actor=actor,
+                action="refund_bank_confirmed",
+                obj=refund,
+                new_value={"order_id": refund.order_id, "bank_confirmed_at": str(entry["bank_confirmed_at"])},
+            )
+        refund.save(update_fields=sorted(fields))
+    return newly
+
+
 def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
     """Copy Midtrans' facts about the transaction onto the attempt. True if the VA changed."""
     attempt.transaction_status = _text(status, "transaction_status")[:32] or attempt.transaction_status
@@ -831,8 +899,19 @@ def payment_status_apply(
                     new_value={"order_id": order.pk, "reason": reason, "event_id": event.pk},
                 )
 
+        # Our own refunds that this status lists are confirmed here; each tells the customer
+        # once, in place of the generic refund notice (which stays for dashboard refunds).
+        confirmed_refunds = []
+        if fx.result in (EventResult.APPLIED, EventResult.DUPLICATE):
+            confirmed_refunds = _refunds_confirm(
+                attempt=attempt, status=status, actor=actor, event_id=event.pk, now=now
+            )
         for message in fx.messages:
+            if message is notices.notice_refunded and confirmed_refunds:
+                continue
             message(order=order)
+        for refund in confirmed_refunds:
+            notices.notice_refunded(order=order, refund=refund)
         if va_changed and attempt.status == _A.PENDING and order.status in Order.OPEN_STATUSES:
             notices.notice_payment_instructions(order=order, attempt=attempt)
         for subject, body in fx.alerts:
