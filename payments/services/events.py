@@ -337,6 +337,9 @@ def meaning_of(payload: dict) -> dict:
                     str(refund.get("refund_chargeback_id") or ""),
                     str(refund.get("refund_key") or ""),
                     "" if amount is None else str(amount.normalize()),
+                    # The bank's confirmation is news (Midtrans' second refund notification);
+                    # its time is not part of it, so edited copies add at most one meaning.
+                    "bank_confirmed" if refund.get("bank_confirmed_at") else "",
                 ]
             )
     meaning["refunds"] = sorted(entries)

@@ -99,17 +99,24 @@ def test_meaning_ignores_unsigned_extras_and_case_but_not_what_decides():
     assert dedup_key_of(source="reconcile", payload=body) != key
 
 
-def test_refund_entries_mean_their_keys_and_amounts_not_their_order_or_confirmation():
+def test_refund_entries_mean_their_keys_amounts_and_bank_confirmation_not_their_order_or_times():
     body = midtrans_body("BF-20261122-7K3QX9AB-1", "partial_refund", refund_amount="30000.00")
     first = {"refund_chargeback_id": 1, "refund_key": "rf-1", "refund_amount": "10000.00"}
     second = {"refund_chargeback_id": 2, "refund_key": "rf-2", "refund_amount": "20000.00"}
+    confirmed = {**first, "bank_confirmed_at": "2026-11-22 11:00:00"}
 
     listed = meaning_of({**body, "refunds": [first, second]})
-    reordered = meaning_of({**body, "refunds": [second, {**first, "bank_confirmed_at": "2026-11-22 11:00:00"}]})
+    reordered = meaning_of({**body, "refunds": [second, {**first, "created_at": "2026-11-22 10:30:00"}]})
     other_amount = meaning_of({**body, "refunds": [first, {**second, "refund_amount": "25000.00"}]})
+    bank_confirmed = meaning_of({**body, "refunds": [confirmed, second]})
+    confirmed_at_another_time = meaning_of(
+        {**body, "refunds": [{**confirmed, "bank_confirmed_at": "2026-11-22 12:00:00"}, second]}
+    )
 
     assert listed == reordered
     assert listed != other_amount
+    assert bank_confirmed != listed  # Midtrans' second refund notification is not a duplicate
+    assert bank_confirmed == confirmed_at_another_time
 
 
 @pytest.mark.django_db(transaction=True)
