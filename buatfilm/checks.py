@@ -32,6 +32,9 @@ POSITIVE_SETTINGS = [
     ("ORDER_PAYMENT_WINDOW_MINUTES", "minutes"),
     ("EMAIL_TIMEOUT", "seconds"),
     ("WHATSAPP_TIMEOUT", "seconds"),
+    ("LEGACY_IMPORT_BATCH_SIZE", "orders per batch"),
+    ("LEGACY_DB_CONNECT_TIMEOUT", "seconds"),
+    ("BACKFILL_NOTIFICATIONS_PER_MINUTE", "orders per minute"),
 ]
 
 

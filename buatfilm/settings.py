@@ -449,3 +449,13 @@ CELERY_BEAT_SCHEDULE["payments-sales-summary"] = {
     # reported by the start-up checks, and the default is used meanwhile.
     "schedule": crontab(hour=SALES_SUMMARY_HOUR if 0 <= (SALES_SUMMARY_HOUR or 0) <= 23 else 7, minute=0),
 }
+
+# --- Cut-over from the old systems (import_legacy, backfill_notifications) ---------------
+
+# Legacy orders per batch of import_legacy: each batch is one transaction and one read.
+LEGACY_IMPORT_BATCH_SIZE = _read(env.int, "LEGACY_IMPORT_BATCH_SIZE", default=1000)
+# Seconds import_legacy waits for the old PostgreSQL database to accept a connection.
+LEGACY_DB_CONNECT_TIMEOUT = _read(env.int, "LEGACY_DB_CONNECT_TIMEOUT", default=10)
+# Orders per minute backfill_notifications enqueues the "paid" message for (one email and
+# one WhatsApp each): below the providers' sending limits, so workers never hit a 429.
+BACKFILL_NOTIFICATIONS_PER_MINUTE = _read(env.int, "BACKFILL_NOTIFICATIONS_PER_MINUTE", default=30)

@@ -115,8 +115,17 @@ class OrderStatus(models.TextChoices):
     CANCELLED = "CANCELLED", "Cancelled"
 
 
+class LegacyPaidNotice(models.TextChoices):
+    """Whether the old system already told the customer their payment was received."""
+
+    SENT = "sent", "Sent by the old system"
+    NOT_SENT = "not_sent", "Not sent by the old system"
+    UNKNOWN = "unknown", "Unknown (the old system kept no record)"
+
+
 class Order(models.Model):
     Status = OrderStatus
+    LegacyPaidNotice = LegacyPaidNotice
 
     OPEN_STATUSES = (Status.CREATED, Status.PENDING_PAYMENT)
 
@@ -146,6 +155,13 @@ class Order(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     referrer = models.TextField(blank=True)
+    # Set on orders imported from the old systems (manage.py import_legacy): the old order id,
+    # which is also the Midtrans order id of the order's only attempt.
+    legacy_id = models.CharField(max_length=50, null=True, blank=True, unique=True, editable=False)
+    legacy_source = models.CharField(max_length=20, blank=True, editable=False)
+    legacy_paid_notice = models.CharField(max_length=10, choices=LegacyPaidNotice.choices, blank=True, editable=False)
+    # What did not fit on import, e.g. "phone_unusable" (the phone is kept as written).
+    legacy_flags = models.JSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -258,6 +274,7 @@ class EventSource(models.TextChoices):
     WEBHOOK = "webhook", "Webhook"
     RECONCILE = "reconcile", "Reconciliation"
     ADMIN = "admin", "Admin sync"
+    LEGACY = "legacy", "Imported from the old system"
 
 
 class EventResult(models.TextChoices):
