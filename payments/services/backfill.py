@@ -109,6 +109,7 @@ def paid_notices_backfill(
     dry_run: bool = False,
     per_minute: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> NoticeBackfillReport:
     """Enqueue the "paid" message for every imported order that keeps access (paid since
     `since`; with `only_unsent` only those the old system recorded as not sent)."""
@@ -121,7 +122,7 @@ def paid_notices_backfill(
     if only_unsent:
         orders = orders.filter(legacy_paid_notice=LegacyPaidNotice.NOT_SENT)
     report = NoticeBackfillReport(dry_run=dry_run)
-    next_at = time.monotonic()
+    next_at = clock()
     for order_id in _ids(orders):
         if Notification.objects.filter(dedupe_key__in=_paid_dedupe_keys(order_id)).exists():
             report.already += 1
@@ -129,7 +130,7 @@ def paid_notices_backfill(
         if dry_run:
             report.enqueued.append(order_id)
             continue
-        wait = next_at - time.monotonic()
+        wait = next_at - clock()
         if wait > 0:
             sleep(wait)
         with transaction.atomic():
@@ -139,7 +140,7 @@ def paid_notices_backfill(
             notices.notice_paid(order=order)
             audit_record(actor="backfill_notifications", action="paid_notice_backfilled", obj=order)
         report.enqueued.append(order_id)
-        next_at = max(next_at, time.monotonic() - interval) + interval
+        next_at = max(next_at, clock() - interval) + interval
     logger.info(
         "paid_notices_backfilled",
         extra={"enqueued": len(report.enqueued), "already": report.already, "dry_run": dry_run},
