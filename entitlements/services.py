@@ -87,6 +87,36 @@ def entitlement_grant(*, email: str, course_code: str, order_id: str, reason: st
 
 
 @_in_transaction
+def entitlement_grant_many(*, grants: list[dict]) -> None:
+    """entitlement_grant() for many orders at once (a bulk import), with its guarantees: one
+    entitlement per order, never twice. Each item has the keyword arguments of
+    entitlement_grant. Orders without an entitlement get theirs in one INSERT (a concurrent
+    grant of the same order wins and this one is skipped); the others go through
+    entitlement_grant(), which leaves an active one alone and re-activates a revoked one."""
+    now = timezone.now()
+    ids = [g["order_id"] for g in grants]
+    existing = set(Entitlement.objects.filter(order_id__in=ids).values_list("order_id", flat=True))
+    rows = [
+        Entitlement(
+            email=g["email"].strip().lower(),
+            course_code=g["course_code"],
+            order_id=g["order_id"],
+            status=Entitlement.Status.ACTIVE,
+            granted_at=now,
+            reason=_reason_trim(g["reason"]),
+        )
+        for g in grants
+        if g["order_id"] not in existing
+    ]
+    Entitlement.objects.bulk_create(rows, ignore_conflicts=True)
+    for row in rows:
+        logger.info("entitlement_granted", extra={"order_id": row.order_id, "course": row.course_code})
+    for grant in grants:
+        if grant["order_id"] in existing:
+            entitlement_grant(**grant)
+
+
+@_in_transaction
 def entitlement_revoke(*, order_id: str, reason: str) -> Entitlement | None:
     """Withdraw the access `order_id` paid for. Idempotent; None when the order granted nothing."""
     entitlement = Entitlement.objects.select_for_update().filter(order_id=order_id).first()

@@ -83,9 +83,26 @@ class OrderAdmin(OrderToolsMixin, ReadOnlyModelAdmin):
         "paid_at",
         "needs_review",
         "review_case",
+        "legacy_id",
     ]
-    list_filter = ["status", "package", ReviewQueueFilter, "needs_review", "created_at", "paid_at"]
-    search_fields = ["id", "customer_email", "customer_phone", "customer_name", "attempts__midtrans_order_id"]
+    list_filter = [
+        "status",
+        "package",
+        ReviewQueueFilter,
+        "needs_review",
+        "created_at",
+        "paid_at",
+        "legacy_source",
+        "legacy_paid_notice",
+    ]
+    search_fields = [
+        "id",
+        "customer_email",
+        "customer_phone",
+        "customer_name",
+        "attempts__midtrans_order_id",
+        "legacy_id",
+    ]
     date_hierarchy = "created_at"
     inlines = [PaymentAttemptInline]
     readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table", "refunds_table"]

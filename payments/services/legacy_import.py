@@ -47,12 +47,12 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from psycopg import sql
 
-from entitlements.services import entitlement_grant, entitlement_revoke
+from entitlements.services import entitlement_grant_many, entitlement_revoke
 from payments.models import (
     AttemptStatus,
     AuditEntry,
@@ -817,21 +817,16 @@ def _batch_write(*, candidates: list[ImportCandidate], report: ImportReport) -> 
         for row in record.audit:
             audits.append(_audit_from_plan(row=row))
 
-    # Django sets created_at and updated_at on insert (auto_now, on the instances too); the old
-    # times are put back and written in one UPDATE per table, which applies no auto_now.
     Order.objects.bulk_create(orders)
     PaymentAttempt.objects.bulk_create(attempts)
-    for order, attempt, c in zip(orders, attempts, candidates, strict=True):
-        order.created_at = attempt.created_at = c.created_at
-        attempt.updated_at = c.updated_at
-    Order.objects.bulk_update(orders, ["created_at"])
-    PaymentAttempt.objects.bulk_update(attempts, ["created_at", "updated_at"])
+    _times_restore(Order, [(c.legacy_id, c.created_at, c.created_at) for c in candidates], key="legacy_id")
+    _times_restore(
+        PaymentAttempt, [(c.legacy_id, c.created_at, c.updated_at) for c in candidates], key="midtrans_order_id"
+    )
     if events:
-        received = [e.received_at for e in events]
+        received = [(e.dedup_key, e.received_at) for e in events]
         PaymentEvent.objects.bulk_create(events)
-        for event, moment in zip(events, received, strict=True):
-            event.received_at = moment
-        PaymentEvent.objects.bulk_update(events, ["received_at"])
+        _times_restore(PaymentEvent, received, key="dedup_key", columns=("received_at",))
     if audits:
         AuditEntry.objects.bulk_create(audits)
 
@@ -857,16 +852,49 @@ def _batch_write(*, candidates: list[ImportCandidate], report: ImportReport) -> 
             report.imported[c.status] += 1
             for flag in c.flags:
                 report.flagged[flag] += 1
-            if c.status == OrderStatus.PAID:
-                entitlement_grant(
-                    email=order.customer_email,
-                    course_code=c.package.course_code,
-                    order_id=order.id,
-                    reason=f"paid in the old system ({c.record.source} {c.legacy_id})",
-                )
-                report.entitlements_granted += 1
-                if any(str(e.get("status", "")).upper() in ("REVOKED", "SUSPENDED") for e in c.record.entitlements):
-                    entitlement_revoke(order_id=order.id, reason=f"revoked in the old system ({c.legacy_id})")
+    paid = [(order, c) for order, c in zip(orders, candidates, strict=True) if c.status == OrderStatus.PAID]
+    entitlement_grant_many(
+        grants=[
+            {
+                "email": order.customer_email,
+                "course_code": c.package.course_code,
+                "order_id": order.id,
+                "reason": f"paid in the old system ({c.record.source} {c.legacy_id})",
+            }
+            for order, c in paid
+        ]
+    )
+    report.entitlements_granted += len(paid)
+    for order, c in paid:
+        if any(str(e.get("status", "")).upper() in ("REVOKED", "SUSPENDED") for e in c.record.entitlements):
+            entitlement_revoke(order_id=order.id, reason=f"revoked in the old system ({c.legacy_id})")
+
+
+def _times_restore(model, rows: list[tuple], *, key: str, columns=("created_at", "updated_at")) -> None:
+    """Put the old times back on rows just inserted: Django's auto_now fields set the insert
+    time. One UPDATE ... FROM unnest() per table on PostgreSQL (bulk_update's CASE per row
+    costs more than the import itself); bulk_update elsewhere (the SQLite demo)."""
+    connection = connections[router.db_for_write(model)]
+    meta = model._meta
+    if connection.vendor != "postgresql":
+        objs = list(model.objects.filter(**{f"{key}__in": [r[0] for r in rows]}))
+        by_key = {r[0]: r[1:] for r in rows}
+        for obj in objs:
+            for name, value in zip(columns, by_key[getattr(obj, key)], strict=True):
+                setattr(obj, name, value)
+        model.objects.bulk_update(objs, list(columns))
+        return
+    qn = connection.ops.quote_name
+    assignments = ", ".join(f"{qn(meta.get_field(c).column)} = v.{qn(c)}" for c in columns)
+    unnests = ", ".join(f"unnest(%s::timestamptz[]) AS {qn(c)}" for c in columns)
+    table, key_column = qn(meta.db_table), qn(meta.get_field(key).column)
+    query = (
+        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608 (identifiers from the model's metadata)
+        f"FROM (SELECT unnest(%s::text[]) AS k, {unnests}) AS v WHERE t.{key_column} = v.k"
+    )
+    params = [[r[0] for r in rows]] + [[r[i + 1] for r in rows] for i in range(len(columns))]
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
 
 
 def _ip_or_none(value) -> str | None:
