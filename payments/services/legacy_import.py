@@ -11,7 +11,8 @@ unless it is a dry run, writes it in one transaction.
 
 Rules (also in the README's cut-over runbook):
 - Nothing is written when any row is refused, unless `allow_partial`: the source is read
-  twice, a checking pass first, then the writing pass. Memory stays flat: only refused rows
+  twice, a checking pass first, then the writing pass (with `allow_partial`, the writing
+  pass alone, which refuses the same rows). Memory stays flat: only refused rows
   and the open orders met so far are kept between batches.
 - A legacy id seen before is left alone when it is the same order (same email and amount);
   it is refused when the content differs (the same id in two sources that disagree), or when
@@ -48,6 +49,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connections, router, transaction
+from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from psycopg import sql
@@ -696,7 +698,12 @@ def _batch_check(
         except RowRefused as exc:
             _refuse(report, record, str(exc))
     ids = [c.legacy_id for c in candidates]
-    existing = {o.legacy_id: o for o in Order.objects.filter(legacy_id__in=ids)}
+    existing = {
+        row[0]: _Imported(*row[1:])
+        for row in Order.objects.filter(legacy_id__in=ids).values_list(
+            "legacy_id", "legacy_source", "customer_email", "amount", "status"
+        )
+    }
     taken = set(
         PaymentAttempt.objects.filter(midtrans_order_id__in=ids)
         .exclude(order__legacy_id__in=ids)
@@ -741,11 +748,21 @@ def _batch_check(
     return to_write
 
 
-def _difference(*, candidate: ImportCandidate, seen: Order | ImportCandidate) -> str:
+@dataclass(frozen=True)
+class _Imported:
+    """What an order imported before is compared on."""
+
+    legacy_source: str
+    email: str
+    amount: int
+    status: str
+
+
+def _difference(*, candidate: ImportCandidate, seen: _Imported | ImportCandidate) -> str:
     """Why a legacy id met again is not the same order; "" when it is."""
-    if isinstance(seen, Order):
+    if isinstance(seen, _Imported):
         where = f"imported from {seen.legacy_source}"
-        email, amount, status = seen.customer_email, seen.amount, seen.status
+        email, amount, status = seen.email, seen.amount, seen.status
     else:
         where = f"met before in this source ({seen.record.row_ref})"
         email, amount, status = seen.email, seen.amount, seen.status
@@ -806,9 +823,18 @@ def _batch_write(*, candidates: list[ImportCandidate], report: ImportReport) -> 
             legacy_source=record.source,
             legacy_paid_notice=record.paid_notice,
             legacy_flags=c.flags,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
         )
         orders.append(order)
-        attempt = PaymentAttempt(order=order, number=1, midtrans_order_id=c.legacy_id, amount=c.amount)
+        attempt = PaymentAttempt(
+            order=order,
+            number=1,
+            midtrans_order_id=c.legacy_id,
+            amount=c.amount,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+        )
         for name, value in _attempt_fields(c).items():
             setattr(attempt, name, value)
         attempts.append(attempt)
@@ -817,18 +843,18 @@ def _batch_write(*, candidates: list[ImportCandidate], report: ImportReport) -> 
         for row in record.audit:
             audits.append(_audit_from_plan(row=row))
 
-    Order.objects.bulk_create(orders)
-    PaymentAttempt.objects.bulk_create(attempts)
-    _times_restore(Order, [(c.legacy_id, c.created_at, c.created_at) for c in candidates], key="legacy_id")
-    _times_restore(
-        PaymentAttempt, [(c.legacy_id, c.created_at, c.updated_at) for c in candidates], key="midtrans_order_id"
-    )
+    _rows_insert_verbatim(orders)
+    _rows_insert_verbatim(attempts)
     if events:
-        received = [(e.dedup_key, e.received_at) for e in events]
-        PaymentEvent.objects.bulk_create(events)
-        _times_restore(PaymentEvent, received, key="dedup_key", columns=("received_at",))
-    if audits:
-        AuditEntry.objects.bulk_create(audits)
+        pks = dict(
+            PaymentAttempt.objects.filter(midtrans_order_id__in=[e.midtrans_order_id for e in events]).values_list(
+                "midtrans_order_id", "pk"
+            )
+        )
+        for event in events:
+            event.attempt_id = pks[event.midtrans_order_id]
+    _rows_insert_verbatim(events)
+    _rows_insert_verbatim(audits)
 
     with audit_batch():
         for order, c in zip(orders, candidates, strict=True):
@@ -870,31 +896,38 @@ def _batch_write(*, candidates: list[ImportCandidate], report: ImportReport) -> 
             entitlement_revoke(order_id=order.id, reason=f"revoked in the old system ({c.legacy_id})")
 
 
-def _times_restore(model, rows: list[tuple], *, key: str, columns=("created_at", "updated_at")) -> None:
-    """Put the old times back on rows just inserted: Django's auto_now fields set the insert
-    time. One UPDATE ... FROM unnest() per table on PostgreSQL (bulk_update's CASE per row
-    costs more than the import itself); bulk_update elsewhere (the SQLite demo)."""
-    connection = connections[router.db_for_write(model)]
-    meta = model._meta
-    if connection.vendor != "postgresql":
-        objs = list(model.objects.filter(**{f"{key}__in": [r[0] for r in rows]}))
-        by_key = {r[0]: r[1:] for r in rows}
-        for obj in objs:
-            for name, value in zip(columns, by_key[getattr(obj, key)], strict=True):
-                setattr(obj, name, value)
-        model.objects.bulk_update(objs, list(columns))
+def _rows_insert_verbatim(instances: list) -> None:
+    """Write rows of one model exactly as given: unlike bulk_create, the instances' created_at
+    and updated_at are written as they are (the old times), where Django's auto_now would
+    stamp the import time. On PostgreSQL one COPY (an INSERT of a thousand rows spends more
+    CPU composing its parameters than the database spends storing them), then automatic
+    primary keys are read back; elsewhere (the SQLite demo) one multi-row INSERT ... RETURNING.
+    """
+    if not instances:
         return
+    model = type(instances[0])
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
+    auto_pk = isinstance(meta.pk, AutoFieldMixin)
+    fields = [f for f in meta.concrete_fields if not (auto_pk and f.primary_key)]
     qn = connection.ops.quote_name
-    assignments = ", ".join(f"{qn(meta.get_field(c).column)} = v.{qn(c)}" for c in columns)
-    unnests = ", ".join(f"unnest(%s::timestamptz[]) AS {qn(c)}" for c in columns)
-    table, key_column = qn(meta.db_table), qn(meta.get_field(key).column)
-    query = (
-        f"UPDATE {table} AS t SET {assignments} "  # noqa: S608 (identifiers from the model's metadata)
-        f"FROM (SELECT unnest(%s::text[]) AS k, {unnests}) AS v WHERE t.{key_column} = v.k"
-    )
-    params = [[r[0] for r in rows]] + [[r[i + 1] for r in rows] for i in range(len(columns))]
+    columns = ", ".join(qn(f.column) for f in fields)
+    rows = [[f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields] for obj in instances]
     with connection.cursor() as cursor:
-        cursor.execute(query, params)
+        if connection.vendor == "postgresql":
+            with cursor.copy(f"COPY {qn(meta.db_table)} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            returning = f" RETURNING {qn(meta.pk.column)}" if auto_pk else ""
+            query = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(rows))}"  # noqa: S608
+            cursor.execute(query + returning, [value for row in rows for value in row])
+            if auto_pk:
+                for obj, (pk,) in zip(instances, cursor.fetchall(), strict=True):
+                    obj.pk = pk
+    for obj in instances:
+        obj._state.adding, obj._state.db = False, connection.alias
 
 
 def _ip_or_none(value) -> str | None:
@@ -936,8 +969,8 @@ def _event_from_plan(*, row: dict, attempt: PaymentAttempt, legacy_id: str) -> P
         error=error,
         processed_at=moment_parse(value=row.get("processed_at"), name="processed_at", required=False),
     )
-    event.received_at = moment_parse(value=row.get("received_at"), name="received_at", required=False)
-    event.received_at = event.received_at or timezone.now()
+    received_at = moment_parse(value=row.get("received_at"), name="received_at", required=False)
+    event.received_at = received_at or timezone.now()
     return event
 
 
@@ -1004,12 +1037,14 @@ def legacy_import(
     probe = reader_factory()  # fail on an unreadable source before anything else
     source = probe.source
     probe.close()
-    check = ImportReport(source=source, dry_run=True)
-    _run(reader_factory=reader_factory, report=check, batch_size=size, write=False)
-    if dry_run or (check.refused and not allow_partial):
-        check.dry_run = dry_run
-        check.written = False
-        return check
+    if dry_run or not allow_partial:
+        # The checking pass decides whether to write at all; with allow_partial the writing
+        # pass refuses the same rows itself, so it would only read everything twice.
+        check = ImportReport(source=source, dry_run=True)
+        _run(reader_factory=reader_factory, report=check, batch_size=size, write=False)
+        if dry_run or check.refused:
+            check.dry_run = dry_run
+            return check
     report = ImportReport(source=source, dry_run=False)
     _run(reader_factory=reader_factory, report=report, batch_size=size, write=True)
     report.written = True
