@@ -704,10 +704,10 @@ def _batch_check(
             "legacy_id", "legacy_source", "customer_email", "amount", "status"
         )
     }
+    # A Midtrans order id of an order not imported before, already used here (by a new order).
+    new_ids = [legacy_id for legacy_id in ids if legacy_id not in existing]
     taken = set(
-        PaymentAttempt.objects.filter(midtrans_order_id__in=ids)
-        .exclude(order__legacy_id__in=ids)
-        .values_list("midtrans_order_id", flat=True)
+        PaymentAttempt.objects.filter(midtrans_order_id__in=new_ids).values_list("midtrans_order_id", flat=True)
     )
     open_candidates = [c for c in candidates if c.status in Order.OPEN_STATUSES]
     open_here = {

@@ -557,3 +557,16 @@ def test_plan_schema_with_a_related_table_missing_columns_is_refused(pg):
     ):
         run("--postgres", pg, "--schema", "plan")
     assert written() == (0, 0, 0, 0, 0, 0)
+
+
+def test_legacy_id_already_used_as_a_midtrans_order_id_here_is_refused(tmp_path):
+    from payments.tests.payment_support import attempt_create
+
+    attempt = attempt_create()
+    path = sqlite_orders_db(tmp_path / "orders.db", [legacy_row(attempt.midtrans_order_id)])
+    before = written()
+
+    out, _error = run_refused("--sqlite", str(path))
+
+    assert f"Midtrans order id {attempt.midtrans_order_id!r} belongs to an order of this system" in out
+    assert written() == before
