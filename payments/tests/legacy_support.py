@@ -257,3 +257,25 @@ def plan_schema_create(url: str, orders: list[dict]) -> None:
 def foreign_orders(url: str) -> list[tuple]:
     with psycopg.connect(url) as db:
         return db.execute("SELECT id, tenant_id, total, status FROM orders ORDER BY id").fetchall()
+
+
+@contextmanager
+def reader_role(url: str, *, tables: tuple[str, ...]):
+    """A login role that may read only `tables` of the scratch database: the URL to connect as it.
+    Reading any other table (the foreign `orders`) fails with a permission error."""
+    role = f"legacy_reader_{uuid.uuid4().hex[:10]}"
+    dbname = url.rsplit("/", 1)[1]
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f'CREATE ROLE "{role}" LOGIN')
+        db.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{role}"')
+        db.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+        for table in tables:
+            db.execute(f'GRANT SELECT ON "{table}" TO "{role}"')
+    host_part = url.split("@", 1)[1]
+    try:
+        yield f"postgresql://{role}@{host_part}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f'DROP OWNED BY "{role}"')
+            db.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM "{role}"')
+            db.execute(f'DROP ROLE "{role}"')

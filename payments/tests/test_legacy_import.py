@@ -28,6 +28,7 @@ from payments.tests.legacy_support import (
     legacy_row,
     payment_orders_create,
     plan_schema_create,
+    reader_role,
     scratch_postgres,
     sqlite_orders_db,
 )
@@ -388,6 +389,21 @@ def test_interim_table_imports_and_never_touches_the_foreign_orders_table(pg):
     assert second.legacy_paid_notice == Order.LegacyPaidNotice.NOT_SENT
     assert Entitlement.objects.filter(status="active").count() == 2
     assert not Notification.objects.exists()
+
+
+def test_interim_import_needs_no_access_to_the_foreign_orders_table(pg):
+    # given: a reader that may read payment_orders and the outbox, and not the foreign orders
+    payment_orders_create(pg, [legacy_row("PO-1", amount=Decimal("99000.00"))], outbox_sent=())
+    with reader_role(pg, tables=("payment_orders", "notification_outbox")) as reader_url:
+        with psycopg.connect(reader_url) as db, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute("SELECT count(*) FROM orders")
+
+        # when
+        out = run("--postgres", reader_url, "--table", "payment_orders")
+
+    # then: every statement the import sent was allowed, so none read the foreign table
+    assert "imported total: 1" in out
+    assert Order.objects.get().legacy_id == "PO-1"
 
 
 def test_postgres_session_is_read_only(pg):
