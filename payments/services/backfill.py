@@ -61,7 +61,7 @@ def entitlements_backfill(*, actor: str = "backfill_entitlements", dry_run: bool
             order = Order.objects.select_for_update().select_related("package").get(pk=order_id)
             if order.status not in keep or Entitlement.objects.filter(order_id=order_id, status="active").exists():
                 continue  # changed since the ids were read
-            changes.append(f"grant {order.id} {order.customer_email} {order.package.course_code} ({order.status})")
+            changes.append(f"grant {order.id} {order.package.course_code} ({order.status})")
             if dry_run:
                 continue
             entitlement_grant(
@@ -76,7 +76,7 @@ def entitlements_backfill(*, actor: str = "backfill_entitlements", dry_run: bool
             order = Order.objects.select_for_update().get(pk=order_id)
             if order.status not in lose:
                 continue
-            changes.append(f"revoke {order.id} {order.customer_email} ({order.status})")
+            changes.append(f"revoke {order.id} ({order.status})")
             if dry_run:
                 continue
             entitlement_revoke(order_id=order.id, reason=f"backfill: order {order.status}")

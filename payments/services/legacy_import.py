@@ -14,7 +14,8 @@ Rules (also in the README's cut-over runbook):
   twice, a checking pass first, then the writing pass (with `allow_partial`, the writing
   pass alone, which refuses the same rows). Memory stays flat: only refused rows
   and the open orders met so far are kept between batches.
-- A legacy id seen before is left alone when it is the same order (same email and amount);
+- A legacy id seen before (imported earlier, or met earlier in the same source: SQLite files
+  can hold an id twice) is left alone when it is the same order (same email and amount);
   it is refused when the content differs (the same id in two sources that disagree), or when
   this source says paid and the imported order is not (the reconciliation sweep asks Midtrans).
 - Status spellings map explicitly (FREE_TEXT_STATUSES, PLAN_STATUSES); anything else is refused.
@@ -413,6 +414,13 @@ class SqliteReader:
             self.close()
             raise
 
+    def duplicate_ids(self) -> set[str]:
+        """Ids held by more than one row (SQLite keeps them on disk; only the few repeats are
+        returned), so a checking pass sees what the writing pass will."""
+        column = self.columns["legacy_id"]
+        query = f'SELECT trim("{column}") FROM orders GROUP BY 1 HAVING count(*) > 1'  # noqa: S608
+        return {row[0] for row in self.connection.execute(query) if row[0]}
+
     def batches(self, *, size: int) -> Iterator[list[LegacyRecord]]:
         meanings = list(self.columns)
         selected = ", ".join(f'"{self.columns[m]}"' for m in meanings)
@@ -597,6 +605,9 @@ class PostgresReader:
                 self._related_attach(records)
                 yield records
 
+    def duplicate_ids(self) -> set[str]:
+        return set()  # the id is the table's primary key in both layouts
+
     def _rows_for(self, table: str, columns: tuple[str, ...], key: str, ids: list[str]) -> list[dict]:
         query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s) ORDER BY 1").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(table), sql.Identifier(key)
@@ -674,8 +685,11 @@ class ImportReport:
 
 @dataclass
 class _RunState:
-    """What one import keeps between batches: the open orders met (one per email and package)."""
+    """What one import keeps between batches: the open orders met (one per email and package),
+    and the first row of each id the source holds more than once (SQLite has no primary key)."""
 
+    duplicate_ids: set[str] = field(default_factory=set)
+    first_of: dict[str, ImportCandidate] = field(default_factory=dict)
     open_orders: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -720,7 +734,11 @@ def _batch_check(
     in_batch: dict[str, ImportCandidate] = {}
     for candidate in candidates:
         record = candidate.record
-        seen = existing.get(candidate.legacy_id) or in_batch.get(candidate.legacy_id)
+        seen = (
+            existing.get(candidate.legacy_id)
+            or in_batch.get(candidate.legacy_id)
+            or state.first_of.get(candidate.legacy_id)
+        )
         if seen is not None:
             problem = _difference(candidate=candidate, seen=seen)
             if problem:
@@ -744,6 +762,8 @@ def _batch_check(
                 continue
             state.open_orders[key] = candidate.legacy_id
         in_batch[candidate.legacy_id] = candidate
+        if candidate.legacy_id in state.duplicate_ids:
+            state.first_of[candidate.legacy_id] = candidate
         to_write.append(candidate)
     return to_write
 
@@ -1000,8 +1020,8 @@ def _run(*, reader_factory, report: ImportReport, batch_size: int, write: bool) 
             f"package {LEGACY_PACKAGE_ID!r}, which every old order bought, does not exist here "
             "(run manage.py migrate, or create it with manage.py package_upsert)"
         )
-    state = _RunState()
     reader = reader_factory()
+    state = _RunState(duplicate_ids=reader.duplicate_ids())
     try:
         for records in reader.batches(size=batch_size):
             report.rows_read += len(records)

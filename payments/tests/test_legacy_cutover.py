@@ -8,6 +8,7 @@ from entitlements.models import Entitlement
 from notifications.models import Notification
 from payments import midtrans
 from payments.models import Order, PaymentAttempt
+from payments.services.reconcile import reconcile_sweep
 from payments.tests.legacy_support import legacy_row, sqlite_orders_db
 from payments.tests.midtrans_payloads import midtrans_body
 from payments.tests.payment_support import package_for_tests, webhook_post
@@ -62,14 +63,19 @@ def test_settlement_for_a_legacy_id_after_the_switch_marks_the_imported_order_pa
     assert _paid_messages(order) == ["email", "whatsapp"]
 
 
-def test_reconcile_sweep_applies_a_legacy_payment_whose_notification_was_lost(sim, tmp_path):
+@pytest.mark.parametrize("sweep", ["beat", "command"])
+def test_reconcile_sweep_applies_a_legacy_payment_whose_notification_was_lost(sim, tmp_path, sweep):
     # given: imported pending; the customer paid at Midtrans, the notification never arrived
     _open_at_the_old_app(sim, "OLD-LOST-1")
     order = _import_pending(tmp_path, "OLD-LOST-1")
     sim.pay("OLD-LOST-1")
 
-    # when: the operator runs the sweep for orders since the old app's first order
-    call_command("reconcile_payments", "--since", "2026-11-01")
+    # when: the next periodic sweep runs, or the operator runs it for orders since the old
+    # app's first order
+    if sweep == "beat":
+        reconcile_sweep()
+    else:
+        call_command("reconcile_payments", "--since", "2026-11-01")
 
     # then
     order.refresh_from_db()

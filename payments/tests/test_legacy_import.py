@@ -586,3 +586,24 @@ def test_legacy_id_already_used_as_a_midtrans_order_id_here_is_refused(tmp_path)
 
     assert f"Midtrans order id {attempt.midtrans_order_id!r} belongs to an order of this system" in out
     assert written() == before
+
+
+def test_an_id_twice_in_one_file_with_different_content_is_refused_before_anything_is_written(tmp_path):
+    path = sqlite_orders_db(
+        tmp_path / "orders.db",
+        [legacy_row("ORD-1"), legacy_row("ORD-2"), legacy_row("ORD-1 ", email="ord-1@example.com", amount=150000)],
+    )
+
+    out, _error = run_refused("--sqlite", str(path), "--batch-size", "1")
+
+    assert "refused rowid 3 (id 'ORD-1 '): order id 'ORD-1' was met before in this source (rowid 1)" in out
+    assert written() == (0, 0, 0, 0, 0, 0)
+
+
+def test_an_id_twice_in_one_file_with_the_same_content_is_imported_once(tmp_path):
+    path = sqlite_orders_db(tmp_path / "orders.db", [legacy_row("ORD-1"), legacy_row("ORD-2"), legacy_row("ORD-1")])
+
+    out = run("--sqlite", str(path), "--batch-size", "1")
+
+    assert "imported total: 2" in out and "unchanged (imported before): 1" in out
+    assert Entitlement.objects.count() == 2
