@@ -256,6 +256,8 @@ def moment_parse(*, value, name: str, required: bool = True) -> datetime | None:
 
 def email_normalize(*, value) -> str:
     email = ("" if value is None else str(value)).strip().lower()
+    if len(email) > Order._meta.get_field("customer_email").max_length:
+        raise RowRefused(f"email {email[:60]!r}... is longer than 254 characters")
     try:
         validate_email(email)
     except ValidationError:
@@ -306,13 +308,12 @@ def record_normalize(*, record: LegacyRecord, packages: dict[str, Package]) -> I
         raise RowRefused(f"unknown package {package_id!r} (create it first: manage.py package_upsert)")
 
     amount = amount_parse(value=record.amount)
-    discount = 0 if record.discount_amount in (None, "") else record.discount_amount
-    try:
-        discount = int(Decimal(str(discount)))
-    except InvalidOperation:
-        raise RowRefused(f"discount amount {record.discount_amount!r} is not a number of rupiah") from None
-    if discount < 0:
-        raise RowRefused(f"discount amount {discount} is negative")
+    discount = 0
+    if record.discount_amount not in (None, "", 0):
+        try:
+            discount = amount_parse(value=record.discount_amount)
+        except RowRefused as exc:
+            raise RowRefused(f"discount {exc}") from None
 
     created_at = moment_parse(value=record.created_at, name="created_at")
     updated_at = moment_parse(value=record.updated_at, name="updated_at", required=False) or created_at

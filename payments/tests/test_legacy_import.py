@@ -277,6 +277,7 @@ def test_two_open_legacy_orders_of_one_customer_import_the_first_and_refuse_the_
         ({"id": "ORD 1/2"}, "has characters Midtrans does not allow"),
         ({"email": "budi at example.com"}, "email 'budi at example.com' is not an email address"),
         ({"email": ""}, "is not an email address"),
+        ({"email": "a" * 250 + "@example.com"}, "is longer than 254 characters"),
         ({"created_at": "kemarin"}, "created_at 'kemarin' is not a date and time"),
     ],
 )
@@ -607,3 +608,13 @@ def test_an_id_twice_in_one_file_with_the_same_content_is_imported_once(tmp_path
 
     assert "imported total: 2" in out and "unchanged (imported before): 1" in out
     assert Entitlement.objects.count() == 2
+
+
+def test_plan_order_with_a_negative_discount_is_refused(pg):
+    plan_schema_create(pg, [{"order_id": "PLAN-1", "customer_email": "a@example.com", "status": "PENDING_PAYMENT",
+                             "final_amount": 99000, "discount_amount": -9900}])  # fmt: skip
+
+    out, _error = run_refused("--postgres", pg, "--schema", "plan")
+
+    assert "refused id PLAN-1 (id 'PLAN-1'): discount amount -9900 must be greater than zero" in out
+    assert written() == (0, 0, 0, 0, 0, 0)
