@@ -726,10 +726,10 @@ def _batch_check(
     )
     open_candidates = [c for c in candidates if c.status in Order.OPEN_STATUSES]
     open_here = {
-        (email, package_id): order_id
-        for email, package_id, order_id in Order.objects.filter(
+        (email, package_id): legacy_id or f"order {order_id} of this system"
+        for email, package_id, order_id, legacy_id in Order.objects.filter(
             status__in=Order.OPEN_STATUSES, customer_email__in={c.email for c in open_candidates}
-        ).values_list("customer_email", "package_id", "legacy_id")
+        ).values_list("customer_email", "package_id", "id", "legacy_id")
     }
     to_write: list[ImportCandidate] = []
     in_batch: dict[str, ImportCandidate] = {}
@@ -752,13 +752,13 @@ def _batch_check(
             continue
         if candidate.status in Order.OPEN_STATUSES:
             key = (candidate.email, candidate.package.id)
-            other = state.open_orders.get(key) or open_here.get(key, "")
-            if key in state.open_orders or key in open_here:
+            other = state.open_orders.get(key) or open_here.get(key)
+            if other:
                 _refuse(
                     report,
                     record,
                     f"the customer already has an open order for {candidate.package.id} "
-                    f"({other or 'not imported'}); run reconcile_payments, then import again",
+                    f"({other}); run reconcile_payments, then import again",
                 )
                 continue
             state.open_orders[key] = candidate.legacy_id

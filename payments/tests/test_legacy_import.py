@@ -262,6 +262,12 @@ def test_two_open_legacy_orders_of_one_customer_import_the_first_and_refuse_the_
     ]
     assert "refused rowid 2 (id 'ORD-B'): the customer already has an open order for ai-movie-course (ORD-A)" in out
 
+    # when the sweep has closed the first (Midtrans said it expired), a re-run brings the second
+    Order.objects.filter(legacy_id="ORD-A").update(status=OS.EXPIRED)
+    out = run("--sqlite", str(path))
+    assert "imported PENDING_PAYMENT: 1" in out and "refused: 0" in out
+    assert Order.objects.get(legacy_id="ORD-B").status == OS.PENDING_PAYMENT
+
 
 # --- Bad input: a clear error, nothing written ---------------------------------------------
 
