@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0005_event_retry_tracking")]
+    dependencies = [("payments", "0006_attempt_transaction_id_index")]
 
     operations = [
         migrations.AddField(
