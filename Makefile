@@ -45,8 +45,9 @@ migrations-check: install
 test: install services browser lint migrations-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The three benchmarks, one after the other (each prints its own figures and targets).
+# The benchmarks, one after the other (each prints its own figures and targets).
 bench: install services
 	$(BIN)/python bench/checkout.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/import.py
