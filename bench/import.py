@@ -11,7 +11,9 @@ one transaction per batch, every paid order granted through entitlement_grant_ma
 --dry-run (the checking pass an import without --allow-partial runs before writing), then
 the import, then the same import again (nothing to do).
 
-Prints the wall time of each run, the child's peak resident memory (ru_maxrss), and its
+Prints the wall time of each run, the CPU time of the command and of the PostgreSQL backends
+serving it (sampled from /proc: the share of the machine the import needs, whatever else
+runs), the command's peak resident memory (ru_maxrss), and its
 resident memory sampled every 0.25 s, at each tenth of the run: flat when the import
 streams. Target: the import under 60 s. Other processes on this machine share the
 CPU; the figures are what this run measured.
@@ -85,20 +87,44 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-def import_run(*, env: dict, path: Path, batch_size: int, extra: list[str]) -> tuple[float, list[int], int, str]:
-    """One import as a child process: (seconds, RSS samples in KiB, peak RSS KiB, its report)."""
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def import_run(
+    *, env: dict, path: Path, batch_size: int, extra: list[str]
+) -> tuple[float, float, float, list[int], int, str]:
+    """One import as a child process: (seconds, its CPU seconds, the CPU seconds of the PostgreSQL
+    backends serving it, RSS samples in KiB, peak RSS KiB, its report)."""
+    import psycopg
+
     command = [harness.PYTHON, "manage.py", "import_legacy", "--sqlite", str(path), "--allow-partial"]
     command += ["--batch-size", str(batch_size), *extra]
     started = time.monotonic()
     child = subprocess.Popen(command, cwd=harness.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     samples: list[int] = []
+    backend_cpu: dict[int, float] = {}  # pid -> last CPU seconds seen (the server is on this machine)
 
     def sample():
-        while child.poll() is None:
-            rss = _rss_kib(child.pid)
-            if rss:
-                samples.append(rss)
-            time.sleep(0.25)
+        with psycopg.connect(harness.database_url("postgres"), autocommit=True) as monitor:
+            while child.poll() is None:
+                rss = _rss_kib(child.pid)
+                if rss:
+                    samples.append(rss)
+                pids = monitor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME]
+                ).fetchall()
+                for (pid,) in pids:
+                    cpu = _cpu_seconds(pid)
+                    if cpu is not None:
+                        backend_cpu[pid] = cpu
+                time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -110,7 +136,7 @@ def import_run(*, env: dict, path: Path, batch_size: int, extra: list[str]) -> t
     err = child.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"import_legacy failed:\n{out}\n{err}")
-    return seconds, samples, usage.ru_maxrss, out
+    return seconds, usage.ru_utime + usage.ru_stime, sum(backend_cpu.values()), samples, usage.ru_maxrss, out
 
 
 def _summary(report: str) -> str:
@@ -123,6 +149,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
 
     url = harness.database_create(name=DB_NAME)
     env = harness.server_env(database_url=url, port=0, LOG_LEVEL="WARNING")
@@ -137,13 +164,20 @@ def main() -> None:
                 ("the same import again (nothing to do)", []),
             ]
             for label, extra in runs:
-                seconds, samples, peak, report = import_run(env=env, path=path, batch_size=args.batch_size, extra=extra)
+                seconds, cpu, pg_cpu, samples, peak, report = import_run(
+                    env=env, path=path, batch_size=args.batch_size, extra=extra
+                )
                 tenths = (
                     [samples[min(len(samples) - 1, len(samples) * k // 10)] for k in range(1, 11)] if samples else []
                 )
-                print(f"{label}: {seconds:.1f} s, {args.rows / seconds:,.0f} rows/s, peak RSS {peak / 1024:.0f} MiB")
+                print(
+                    f"{label}: {seconds:.1f} s wall, CPU {cpu:.1f} s in the command + {pg_cpu:.1f} s in PostgreSQL, "
+                    f"{args.rows / seconds:,.0f} rows/s, "
+                    f"peak RSS {peak / 1024:.0f} MiB"
+                )
                 print(f"  RSS at each tenth of the run (MiB): {' '.join(f'{s / 1024:.0f}' for s in tenths)}")
                 print(f"  {_summary(report)}")
+            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print("target: the import under 60 s, RSS flat across the run")
     finally:
         harness.database_drop(name=DB_NAME)
