@@ -624,3 +624,21 @@ def test_plan_order_with_a_negative_discount_is_refused(pg):
 
     assert "refused id PLAN-1 (id 'PLAN-1'): discount amount -9900 must be greater than zero" in out
     assert written() == (0, 0, 0, 0, 0, 0)
+
+
+def test_database_that_accepts_but_never_answers_times_out_with_a_clear_error(settings):
+    import socket
+
+    settings.LEGACY_DB_CONNECT_TIMEOUT = 1
+    # A listening socket nobody serves: the connection is accepted by the kernel, then silence.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+
+        with pytest.raises(CommandError) as excinfo:
+            run("--postgres", f"postgresql://old@127.0.0.1:{port}/shop", "--table", "payment_orders")
+
+    assert f"cannot connect to the old database postgresql://old@127.0.0.1:{port}/shop" in str(excinfo.value)
+    assert "timeout" in str(excinfo.value).lower()
+    assert written() == (0, 0, 0, 0, 0, 0)
