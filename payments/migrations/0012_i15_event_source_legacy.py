@@ -9,7 +9,7 @@ SOURCES = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0007_i15_order_legacy_fields")]
+    dependencies = [("payments", "0011_i15_order_legacy_fields")]
 
     operations = [
         migrations.RemoveConstraint(model_name="paymentevent", name="event_source_valid"),

@@ -2,7 +2,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0006_attempt_transaction_id_index")]
+    dependencies = [("payments", "0010_i17_discount_uses_follow_orders")]
 
     operations = [
         migrations.AddField(
