@@ -150,9 +150,10 @@ def notice_payment_instructions(*, order, attempt) -> None:
     )
 
 
-def notice_paid(*, order, event: str = "paid") -> None:
+def notice_paid(*, order, event: str = "paid", sale_notice: bool = True) -> None:
     """Email + WhatsApp "pembayaran diterima" with the course access link; once per order
-    (and once per operator's "Resend access", which passes its own `event`)."""
+    (and once per operator's "Resend access", which passes its own `event`). `sale_notice`
+    False: no "new sale" email to the operators (the backfill for orders paid long ago)."""
     access_link = access_link_build(email=order.customer_email, course_code=order.package.course_code)
     context = _order_context(order) | {"access_link": access_link}
     template = "payment_received"
@@ -167,7 +168,7 @@ def notice_paid(*, order, event: str = "paid") -> None:
             params=[order.customer_name, order.id, context["amount"], access_link],
         ),
     )
-    if event == "paid":
+    if event == "paid" and sale_notice:
         notice_sale(order=order)
 
 

@@ -137,7 +137,8 @@ def paid_notices_backfill(
             order = Order.objects.select_for_update().select_related("package").get(pk=order_id)
             if order.status not in keep:
                 continue
-            notices.notice_paid(order=order)
+            # Paid long ago, in the old system: not a new sale for the operators.
+            notices.notice_paid(order=order, sale_notice=False)
             audit_record(actor="backfill_notifications", action="paid_notice_backfilled", obj=order)
         report.enqueued.append(order_id)
         next_at = max(next_at, clock() - interval) + interval

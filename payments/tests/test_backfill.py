@@ -170,3 +170,14 @@ def test_backfill_notifications_bad_arguments_are_refused_and_send_nothing(args,
         call_command("backfill_notifications", *args)
 
     assert not Notification.objects.exists()
+
+
+def test_backfill_notifications_tells_the_customer_and_not_the_operators_of_a_new_sale(settings):
+    settings.SALE_NOTICE_EMAILS = ["owner@buatfilm.test"]
+    order = _legacy("OLD-1")
+
+    _cmd("backfill_notifications", "--message", "payment_received", "--per-minute", "6000")
+
+    assert sorted(Notification.objects.values_list("recipient", flat=True)) == sorted(
+        [order.customer_email, order.customer_phone]
+    )
