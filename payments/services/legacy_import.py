@@ -50,6 +50,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connections, router, transaction
+from django.db.models import JSONField
 from django.db.models.fields import AutoFieldMixin
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -921,8 +922,8 @@ def _rows_insert_verbatim(instances: list) -> None:
     """Write rows of one model exactly as given: unlike bulk_create, the instances' created_at
     and updated_at are written as they are (the old times), where Django's auto_now would
     stamp the import time. On PostgreSQL one COPY (an INSERT of a thousand rows spends more
-    CPU composing its parameters than the database spends storing them), then automatic
-    primary keys are read back; elsewhere (the SQLite demo) one multi-row INSERT ... RETURNING.
+    CPU composing its parameters than the database spends storing them; automatic primary
+    keys are not read back); elsewhere (the SQLite demo) one INSERT ... RETURNING.
     """
     if not instances:
         return
@@ -933,13 +934,23 @@ def _rows_insert_verbatim(instances: list) -> None:
     fields = [f for f in meta.concrete_fields if not (auto_pk and f.primary_key)]
     qn = connection.ops.quote_name
     columns = ", ".join(qn(f.column) for f in fields)
-    rows = [[f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields] for obj in instances]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # COPY sends text that the server parses by column type, so plain values go as
+            # they are; only JSON needs Django's adapter (a dict or list has no text form).
+            json_fields = {f.attname for f in fields if isinstance(f, JSONField)}
             with cursor.copy(f"COPY {qn(meta.db_table)} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+                for obj in instances:
+                    copy.write_row(
+                        [
+                            f.get_db_prep_save(getattr(obj, f.attname), connection)
+                            if f.attname in json_fields
+                            else getattr(obj, f.attname)
+                            for f in fields
+                        ]
+                    )
         else:
+            rows = [[f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields] for obj in instances]
             row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
             returning = f" RETURNING {qn(meta.pk.column)}" if auto_pk else ""
             query = f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row_sql] * len(rows))}"  # noqa: S608
