@@ -53,14 +53,14 @@ def recipient_validate(*, channel: str, recipient: str) -> None:
         try:
             validate_email(recipient)
         except ValidationError:
-            raise NotificationInputError(f"recipient {recipient!r} is not a valid email address") from None
+            raise NotificationInputError("recipient is not a valid email address") from None
         if len(recipient) > 254:
             raise NotificationInputError("recipient email is longer than 254 characters")
     elif channel == Notification.Channel.WHATSAPP:
         if not E164_RE.match(recipient or ""):
-            raise NotificationInputError(f"recipient {recipient!r} is not a phone number in E.164 (+6281234567890)")
+            raise NotificationInputError("recipient is not a phone number in E.164 (+6281234567890)")
         if not phonenumbers.is_possible_number(phonenumbers.parse(recipient)):
-            raise NotificationInputError(f"recipient {recipient!r} is not a possible phone number")
+            raise NotificationInputError("recipient is not a possible phone number")
     else:
         raise NotificationInputError(f"channel {channel!r} is not one of {', '.join(Notification.Channel.values)}")
 

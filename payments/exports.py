@@ -7,7 +7,7 @@ import csv
 import logging
 from collections.abc import Iterator
 
-from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -32,8 +32,6 @@ CSV_HEADER = [
 ]
 CHUNK_SIZE = 2000
 
-# The legacy_id column. MERGE (issue 15 adds Order.legacy_id): make this F("legacy_id").
-_LEGACY_ID = Value("", output_field=CharField())
 
 # Attempts that took the customer's money at some point (their payment type is the order's).
 _PAYING_ATTEMPT_STATUSES = ["paid", "partially_refunded", "refunded", "chargeback", "reversed"]
@@ -55,12 +53,11 @@ def orders_csv_rows(*, queryset: QuerySet[Order]) -> Iterator[list]:
     paying = PaymentAttempt.objects.filter(order=OuterRef("pk"), status__in=_PAYING_ATTEMPT_STATUSES).order_by("number")
     latest = PaymentAttempt.objects.filter(order=OuterRef("pk")).exclude(payment_type="").order_by("-number")
     rows = queryset.annotate(
-        legacy=_LEGACY_ID,
         paid_type=Subquery(paying.values("payment_type")[:1]),
         last_type=Subquery(latest.values("payment_type")[:1]),
     ).values_list(
         "id",
-        "legacy",
+        "legacy_id",
         "created_at",
         "paid_at",
         "status",

@@ -309,13 +309,14 @@ def test_export_of_a_large_filtered_list_streams_the_filtered_rows(client, djang
 def test_export_row_has_the_orders_figures(client, django_user_model):
     operator = staff(client, django_user_model, "siti", "export_orders")
     order = paid_order(customer_email="satu@example.com")
-    Order.objects.filter(pk=order.pk).update(refunded_amount=9000)
+    Order.objects.filter(pk=order.pk).update(refunded_amount=9000, legacy_id="ORDER-1700000000")
 
     rows, _ = _csv(operator.get(reverse("admin:payments_order_export"), {"q": "satu@example.com"}))
 
     assert len(rows) == 2
     row = dict(zip(rows[0], rows[1], strict=True))
     assert row["order_id"] == order.pk and row["status"] == "PAID" and row["package"] == "ai-movie-course"
+    assert row["legacy_id"] == "ORDER-1700000000"
     assert (row["list_price"], row["discount"], row["amount"], row["refunded"]) == ("99000", "0", "99000", "9000")
     assert (row["payment_type"], row["email"], row["phone"]) == ("bank_transfer", "satu@example.com", "+6281234567890")
     assert row["paid_at"].endswith("+07:00")
