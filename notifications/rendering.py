@@ -43,8 +43,3 @@ def email_render(*, template: str, context: dict) -> RenderedEmail:
 def whatsapp_render(*, template: str, context: dict) -> str:
     with translation.override(MESSAGE_LANGUAGE):
         return _tidy(render_to_string(f"notifications/{template}/whatsapp.txt", context))
-
-
-def rupiah_format(amount: int) -> str:
-    """99000 -> 'Rp99.000' (Indonesian thousands separator)."""
-    return "Rp" + f"{int(amount):,}".replace(",", ".")

@@ -21,9 +21,10 @@ import logging
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 
+from common.money import rupiah_format
 from entitlements.services import access_link_build
 from notifications.models import Notification
-from notifications.rendering import email_render, rupiah_format, whatsapp_render
+from notifications.rendering import email_render, whatsapp_render
 from notifications.services import NotificationInputError, OutboxMessage, notification_enqueue_many
 from payments.models import PaymentEvent
 
@@ -203,7 +204,7 @@ def notice_sales_summary(*, summary, recipients: list[str]) -> None:
         "revenue": rupiah_format(summary.revenue),
         "refunds": summary.refunds,
         "refunded": rupiah_format(summary.refunded),
-        "net": rupiah_format(summary.net) if summary.net >= 0 else "-" + rupiah_format(-summary.net),
+        "net": rupiah_format(summary.net),
         "open_reviews": summary.open_reviews,
         "admin_url": f"{settings.PUBLIC_BASE_URL}/admin/payments/order/?review=open",
     }

@@ -9,12 +9,8 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from common.money import rupiah_format
 from payments import selectors
-
-
-def rupiah(amount: int) -> str:
-    """99000 -> 'Rp 99.000' (Indonesian thousands separator)."""
-    return "Rp " + f"{amount:,}".replace(",", ".")
 
 
 @require_GET
@@ -24,7 +20,7 @@ def landing(request):
         {
             "id": package.id,
             "name": package.name,
-            "price": rupiah(package.price),
+            "price": rupiah_format(package.price),
             "available": selectors.package_is_available(package=package),
         }
         for package in selectors.package_list_active()
@@ -50,5 +46,5 @@ def order_page(request, order_id: str):
     return render(
         request,
         "pages/order.html",
-        {"order": order, "amount": rupiah(order.amount), "package": order.package},
+        {"order": order, "amount": rupiah_format(order.amount), "package": order.package},
     )

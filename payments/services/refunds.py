@@ -30,6 +30,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from common.money import rupiah_format
 from payments import midtrans
 from payments.models import EventSource, Order, PaymentAttempt, Refund
 from payments.services.audit import audit_record
@@ -59,10 +60,6 @@ class RefundOutcome:
     @property
     def done(self) -> bool:
         return self.refund.status == Refund.Status.CONFIRMED
-
-
-def _rupiah(amount: int) -> str:
-    return "Rp " + f"{int(amount):,}".replace(",", ".")
 
 
 def _input_check(*, amount, reason: str, note: str, offline: bool, reference: str, operator: str) -> None:
@@ -165,7 +162,7 @@ def _refund_reserve(
             )
             if not same:
                 raise RefundRefused(
-                    f"Refund {refund.refund_key} of {_rupiah(refund.amount)} on this order is still waiting for "
+                    f"Refund {refund.refund_key} of {rupiah_format(refund.amount)} on this order is still waiting for "
                     "Midtrans' confirmation; wait for it (or use 'Sync from Midtrans') before another refund."
                     + (
                         " To try that refund again, ask for the same amount."
@@ -191,8 +188,8 @@ def _refund_reserve(
             amount = remaining
         if amount > remaining:
             raise RefundRefused(
-                f"{_rupiah(amount)} is more than what remains refundable on {attempt.midtrans_order_id} "
-                f"({_rupiah(remaining)})."
+                f"{rupiah_format(amount)} is more than what remains refundable on {attempt.midtrans_order_id} "
+                f"({rupiah_format(remaining)})."
             )
         number = sum(1 for r in refunds if r.attempt_id == attempt.pk) + 1
         refund = Refund.objects.create(
@@ -255,7 +252,7 @@ def _offline_apply(*, refund: Refund, operator: str) -> RefundOutcome:
             raise RefundRefused(f"{attempt.midtrans_order_id} could not take the refund; nothing was recorded.")
     return RefundOutcome(
         refund=refund,
-        message=f"Offline refund of {_rupiah(refund.amount)} recorded ({refund.refund_key}, "
+        message=f"Offline refund of {rupiah_format(refund.amount)} recorded ({refund.refund_key}, "
         f"reference {refund.offline_reference}).",
     )
 
@@ -321,8 +318,8 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
             refund=refund,
             resumed=resumed,
             message=f"Midtrans did not answer ({type(exc).__name__}). Refund {refund.refund_key} of "
-            f"{_rupiah(refund.amount)} is recorded as requested: ask for the same refund again to retry; it uses the "
-            "same refund key, so Midtrans cannot refund twice.",
+            f"{rupiah_format(refund.amount)} is recorded as requested: ask for the same refund again to retry; "
+            "it uses the same refund key, so Midtrans cannot refund twice.",
         )
     except midtrans.MidtransError as exc:
         # Refused. If an earlier try went through after all, Midtrans lists the key: check first.
@@ -368,15 +365,15 @@ def _midtrans_refund(*, refund: Refund, operator: str, resumed: bool) -> RefundO
     return RefundOutcome(
         refund=refund,
         resumed=resumed,
-        message=f"Midtrans accepted refund {refund.refund_key} of {_rupiah(refund.amount)}; the order changes when "
-        "Midtrans confirms it (its notification, or 'Sync from Midtrans').",
+        message=f"Midtrans accepted refund {refund.refund_key} of {rupiah_format(refund.amount)}; the order changes "
+        "when Midtrans confirms it (its notification, or 'Sync from Midtrans').",
     )
 
 
 def _confirmed_message(refund: Refund) -> str:
     order = Order.objects.get(pk=refund.order_id)
     return (
-        f"Refund {refund.refund_key} of {_rupiah(refund.amount)} confirmed by Midtrans; order {order.pk} is now "
+        f"Refund {refund.refund_key} of {rupiah_format(refund.amount)} confirmed by Midtrans; order {order.pk} is now "
         f"{order.get_status_display().lower()}."
     )
 

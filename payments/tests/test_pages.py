@@ -20,7 +20,7 @@ def test_landing_shows_the_package_price_and_the_form_in_bahasa(client):
     assert '<html lang="id">' in html
     assert 'name="viewport"' in html  # usable on a phone
     assert "Buat Film Pakai AI" in html
-    assert "Rp 99.000" in html
+    assert "Rp99.000" in html
     for field in ('name="name"', 'name="email"', 'name="phone"', 'name="discount_code"'):
         assert field in html
     assert f'name="package_id" value="{LAUNCH_PACKAGE_ID}"' in html
@@ -36,7 +36,7 @@ def test_landing_lets_the_customer_choose_between_packages(client):
     html = client.get("/?package=kelas-pro").content.decode()
 
     assert html.count('type="radio" name="package_id"') == 3
-    assert "Rp 249.000" in html and "Rp 149.000" in html
+    assert "Rp249.000" in html and "Rp149.000" in html
     assert re.search(r'value="kelas-pro"\s+checked', html)
     assert not re.search(r'value="kelas-penuh"\s+checked', html)
     assert "(kuota habis)" in html
@@ -64,7 +64,7 @@ def test_order_page_shows_the_order_without_personal_data(client):
     assert response.status_code == 200
     html = response.content.decode()
     assert order.id in html
-    assert "Rp 99.000" in html
+    assert "Rp99.000" in html
     assert f'data-status="{order.status}"' in html
     assert "Menunggu pembayaran" in html and "Pembayaran diterima" in html and "Bayar lagi" in html
     assert "/api/orders/" in html

@@ -122,7 +122,7 @@ def test_refund_over_the_remaining_amount_is_refused_and_changes_nothing(sim):
     sim.deliver()
     before = everything(), len(sim.api_calls("refund"))
 
-    with pytest.raises(RefundRefused, match=r"Rp 10.000 is more than what remains refundable .* \(Rp 9.000\)"):
+    with pytest.raises(RefundRefused, match=r"Rp10.000 is more than what remains refundable .* \(Rp9.000\)"):
         refund_request(order_id=attempt.order_id, amount=10000, reason="other", operator="siti")
 
     assert (everything(), len(sim.api_calls("refund"))) == before
