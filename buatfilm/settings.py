@@ -77,6 +77,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "buatfilm.logging.RequestIdMiddleware",
+    # Before anything that may touch the database (sessions, auth): every call is bounded.
+    "buatfilm.dbdeadline.DatabaseDeadlineMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -110,6 +112,11 @@ DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlit
 DB_CONNECT_TIMEOUT = _read(env.int, "DB_CONNECT_TIMEOUT", default=2)
 DB_STATEMENT_TIMEOUT_MS = _read(env.int, "DB_STATEMENT_TIMEOUT_MS", default=5000)
 DB_CONN_MAX_AGE = _read(env.int, "DB_CONN_MAX_AGE", default=60)
+# Longest one database call of a web request may wait for an answer before the connection is
+# dropped and the request answers 503 (a hung server; see buatfilm/dbdeadline.py). Celery tasks
+# wait DB_STATEMENT_TIMEOUT_MS plus DB_TASK_CALL_GRACE_MS, so the server's own limit comes first.
+DB_WEB_CALL_TIMEOUT_MS = _read(env.int, "DB_WEB_CALL_TIMEOUT_MS", default=2000)
+DB_TASK_CALL_GRACE_MS = _read(env.int, "DB_TASK_CALL_GRACE_MS", default=5000)
 # Server-side parameter binding and prepared statements (PostgreSQL). Off only behind a
 # pooler that cannot keep prepared statements per client (PgBouncer < 1.21 in transaction mode).
 DB_PREPARED_STATEMENTS = _bool("DB_PREPARED_STATEMENTS", default=True)
@@ -133,6 +140,8 @@ except (environ.ImproperlyConfigured, ValueError, KeyError, AttributeError) as e
 DATABASE_IS_SQLITE = _db["ENGINE"].endswith("sqlite3")
 DATABASE_IS_POSTGRES = _db["ENGINE"].endswith("postgresql")
 if DATABASE_IS_POSTGRES:
+    # Django's backend with a client-side deadline on each call (buatfilm/postgresql/base.py).
+    _db["ENGINE"] = "buatfilm.postgresql"
     _db["CONN_MAX_AGE"] = DB_CONN_MAX_AGE
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})

@@ -17,3 +17,7 @@ urlpatterns = [
 if settings.MIDTRANS_SIMULATOR:
     # The local Midtrans stand-in; never mounted in production (start-up checks refuse it there).
     urlpatterns.append(path("sandbox/midtrans/", include("payments.simulator.urls")))
+
+# Indonesian pages for people, the contract's JSON for machines; a database outage is a 503.
+handler404 = "buatfilm.errors.page_not_found"
+handler500 = "buatfilm.errors.server_error"
