@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_postrun, task_prerun, worker_init
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buatfilm.settings")
 
@@ -42,3 +42,12 @@ def _database_deadline_exit(task_id=None, **_kwargs):
     token = _task_deadline_tokens.pop(task_id, None)
     if token is not None:
         scope_exit(token)
+
+
+@worker_process_shutdown.connect
+def _metrics_process_dead(**_kwargs):
+    # prometheus-client's multiprocess mode (buatfilm/metrics.py), as gunicorn's child_exit does.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

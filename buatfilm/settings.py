@@ -79,6 +79,7 @@ MIDDLEWARE = [
     "buatfilm.logging.RequestIdMiddleware",
     # Before anything that may touch the database (sessions, auth): every call is bounded.
     "buatfilm.dbdeadline.DatabaseDeadlineMiddleware",
+    "buatfilm.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -364,6 +365,25 @@ CELERY_BEAT_SCHEDULE["notifications-sweep"] = {
 CELERY_BEAT_SCHEDULE["notifications-purge"] = {
     "task": "notifications.purge",
     "schedule": crontab(hour=3, minute=17),  # daily, at a quiet hour (CELERY_TIMEZONE)
+}
+
+# --- Metrics and monitoring -------------------------------------------------------------------
+
+# prometheus-client's multiprocess mode: the directory every web and worker process on this
+# machine writes its counters to, added up by /metrics. Read by prometheus-client itself from
+# the environment (the Procfile sets it); made here, before any metric exists.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Bearer token Prometheus sends to /metrics; empty refuses every scrape (401).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Addresses or networks (CIDR) allowed to scrape /metrics, comma-separated; empty = any (token still needed).
+METRICS_ALLOWED_IPS = _read(env.list, "METRICS_ALLOWED_IPS", default=[])
+# Seconds between heartbeats (beat sends, a worker records; /metrics shows the last one).
+HEARTBEAT_INTERVAL_SECONDS = _read(env.int, "HEARTBEAT_INTERVAL_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["buatfilm-heartbeat"] = {
+    "task": "buatfilm.heartbeat",
+    "schedule": HEARTBEAT_INTERVAL_SECONDS,
 }
 
 # --- Internationalisation -------------------------------------------------------------------
