@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "dbbackup",
     "buatfilm",
     "payments",
     "entitlements",
@@ -81,6 +82,7 @@ MIDDLEWARE = [
     "buatfilm.dbdeadline.DatabaseDeadlineMiddleware",
     "buatfilm.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -395,6 +397,34 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Static files and backups (Django storages) --------------------------------------------
+
+# WhiteNoise serves collectstatic's output (release runs it) from the web process itself,
+# compressed and with far-future caching, so the admin has its styles without an nginx.
+# Not the manifest variant: a template that names a file collectstatic has not seen must not 500.
+BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # django-dbbackup's files (`manage.py dbbackup` / `dbrestore`).
+    "dbbackup": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": BACKUP_DIR}},
+}
+# Backups kept by the daily run's --clean (older ones are deleted).
+BACKUP_KEEP = _read(env.int, "BACKUP_KEEP", default=14)
+DBBACKUP_CLEANUP_KEEP = BACKUP_KEEP
+# Encrypt each backup for this GPG key (its id or email; the public key must be in the keyring
+# of the user running the worker). Empty = not encrypted.
+BACKUP_GPG_RECIPIENT = env.str("BACKUP_GPG_RECIPIENT", default="")
+DBBACKUP_GPG_RECIPIENT = BACKUP_GPG_RECIPIENT or None
+DBBACKUP_GPG_ALWAYS_TRUST = bool(BACKUP_GPG_RECIPIENT)
+# Our PostgreSQL backend is Django's with a deadline (buatfilm/postgresql): dump it as that one.
+DBBACKUP_CONNECTOR_MAPPING = {"buatfilm.postgresql": "dbbackup.db.postgresql.PgDumpBinaryConnector"}
+DBBACKUP_SEND_EMAIL = False  # a failed run raises in the task and is alerted through /metrics instead
+CELERY_BEAT_SCHEDULE["buatfilm-backup"] = {
+    "task": "buatfilm.backup",
+    "schedule": crontab(hour=2, minute=41),  # daily, at a quiet hour (CELERY_TIMEZONE)
+}
 
 # --- REST framework -------------------------------------------------------------------------
 
