@@ -312,6 +312,9 @@ CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
 # --- Entitlements ---------------------------------------------------------------------
 
 ENTITLEMENTS_API_TOKEN = env.str("ENTITLEMENTS_API_TOKEN", default="")
+COURSE_ACCESS_URL_IS_SET = bool(env.str("COURSE_ACCESS_URL", default=""))
+# Unset, the link leads to the demo's own course page (mounted with the simulator only); a
+# start-up check requires it everywhere else.
 COURSE_ACCESS_URL = env.str("COURSE_ACCESS_URL", default="") or f"{PUBLIC_BASE_URL}/course/{{course}}?token={{token}}"
 
 # --- Notifications ------------------------------------------------------------------------
@@ -381,12 +384,38 @@ if PROMETHEUS_MULTIPROC_DIR:
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Addresses or networks (CIDR) allowed to scrape /metrics, comma-separated; empty = any (token still needed).
 METRICS_ALLOWED_IPS = _read(env.list, "METRICS_ALLOWED_IPS", default=[])
+# Alertmanager's base URL, for `manage.py alert_test` (the Prometheus rules reach it on their own).
+ALERTMANAGER_URL = env.str("ALERTMANAGER_URL", default="")
 # Seconds between heartbeats (beat sends, a worker records; /metrics shows the last one).
 HEARTBEAT_INTERVAL_SECONDS = _read(env.int, "HEARTBEAT_INTERVAL_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE["buatfilm-heartbeat"] = {
     "task": "buatfilm.heartbeat",
     "schedule": HEARTBEAT_INTERVAL_SECONDS,
 }
+
+# Error reports to Sentry from web, worker and beat (Django and Celery integrations); off when empty.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_TRACES_SAMPLE_RATE = _read(env.float, "SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    try:
+        sentry_sdk.init(
+            dsn=SENTRY_DSN,
+            environment=SENTRY_ENVIRONMENT,
+            integrations=[DjangoIntegration(), CeleryIntegration()],
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+            # Customers' emails, phones and tokens stay here: no user data, no request bodies.
+            send_default_pii=False,
+            max_request_body_size="never",
+        )
+    except Exception as exc:  # sentry_sdk raises its own BadDsn for a malformed DSN
+        CONFIG_ERRORS.append(
+            ("SENTRY_DSN", f"SENTRY_DSN cannot be used ({exc}); copy the DSN from Sentry's project settings.")
+        )
 
 # --- Internationalisation -------------------------------------------------------------------
 

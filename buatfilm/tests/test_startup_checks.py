@@ -19,6 +19,7 @@ GOOD = {
     "MIDTRANS_SIMULATOR": "false",
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "PUBLIC_BASE_URL": "https://buatfilm.example",
+    "COURSE_ACCESS_URL": "https://kelas.example/{course}?token={token}",
     "ENV_FILE": "/nonexistent",
 }
 
@@ -123,6 +124,9 @@ def test_good_configuration_passes():
         ),
         ({"COURSE_ACCESS_URL": "https://kelas.example/{course?token={token}"}, "buatfilm.E014", ["COURSE_ACCESS_URL"]),
         ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "buatfilm.E016", ["REQUESTS_CA_BUNDLE", "certifi"]),
+        ({"COURSE_ACCESS_URL": None}, "buatfilm.E018", ["COURSE_ACCESS_URL", "{course}", "{token}"]),
+        ({"METRICS_ALLOWED_IPS": "10.0.0.0/8,not-an-ip"}, "buatfilm.E019", ["METRICS_ALLOWED_IPS", "not-an-ip"]),
+        ({"DB_WEB_CALL_TIMEOUT_MS": "3000"}, "buatfilm.E020", ["DB_WEB_CALL_TIMEOUT_MS", "3000"]),
         (
             {"REQUESTS_CA_BUNDLE": None, "CURL_CA_BUNDLE": "/nonexistent/certs"},
             "buatfilm.E016",
