@@ -261,3 +261,74 @@ def test_the_admin_styles_are_served_by_the_web_process_after_collectstatic(clie
     assert response.status_code == 200
     assert response.headers.get("Content-Encoding") == "gzip"
     assert b"".join(response.streaming_content)
+
+
+# --- the Procfile under honcho -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_honcho_runs_web_worker_and_beat_and_the_heartbeat_reaches_metrics(tmp_path):
+    import signal
+
+    import requests
+
+    from buatfilm.models import Heartbeat
+    from notifications.tests.conftest import wait_for, worker_env
+
+    # given the three long-running processes of the Procfile, started as the README says
+    port = free_port()
+    env = worker_env(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PORT=port,
+        WEB_CONCURRENCY=1,
+        WEB_THREADS=4,
+        MIDTRANS_MAX_CONCURRENT_CALLS=1,
+        WORKER_CONCURRENCY=1,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        METRICS_TOKEN="honcho-test-token",
+        HEARTBEAT_INTERVAL_SECONDS=1,
+        BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
+    log = open(tmp_path / "honcho.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "honcho"), "start", "web", "worker", "beat"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def log_text() -> str:
+        return (tmp_path / "honcho.log").read_text(errors="replace")
+
+    try:
+        # when they run, then the web is ready and beat's heartbeat, run by the worker, shows on /metrics
+        def ready() -> bool:
+            assert process.poll() is None, log_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(ready, timeout=90, message="the web process under honcho", on_fail=log_text)
+        wait_for(
+            lambda: Heartbeat.objects.filter(name=Heartbeat.Name.BEAT).exists(),
+            timeout=90,
+            message="beat's heartbeat, run by the worker",
+            on_fail=log_text,
+        )
+        scrape = requests.get(
+            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer honcho-test-token"}, timeout=10
+        )
+        assert 'buatfilm_heartbeat_timestamp_seconds{name="beat"}' in scrape.text
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
