@@ -107,6 +107,11 @@ def call_bounded(fd: int | None, *, seconds: float | None = None) -> Iterator[No
         yield
 
 
+def scope_deadline() -> float | None:
+    """Seconds each database call may wait in the current scope; None outside any."""
+    return _scope_seconds.get()
+
+
 def scope_enter(seconds: float) -> contextvars.Token:
     """For hooks that open and close a scope in two calls (Celery's task signals)."""
     return _scope_seconds.set(seconds)
