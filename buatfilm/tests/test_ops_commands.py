@@ -268,7 +268,7 @@ def test_the_admin_styles_are_served_by_the_web_process_after_collectstatic(clie
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_honcho_runs_web_worker_and_beat_and_the_heartbeat_reaches_metrics(tmp_path):
+def test_honcho_runs_web_worker_and_beat_and_their_heartbeat_and_counters_reach_metrics(tmp_path):
     import signal
 
     import requests
@@ -288,6 +288,7 @@ def test_honcho_runs_web_worker_and_beat_and_the_heartbeat_reaches_metrics(tmp_p
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         METRICS_TOKEN="honcho-test-token",
         HEARTBEAT_INTERVAL_SECONDS=1,
+        RECONCILE_INTERVAL_SECONDS=1,
         BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
@@ -320,10 +321,19 @@ def test_honcho_runs_web_worker_and_beat_and_the_heartbeat_reaches_metrics(tmp_p
             message="beat's heartbeat, run by the worker",
             on_fail=log_text,
         )
-        scrape = requests.get(
-            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer honcho-test-token"}, timeout=10
+
+        def scrape() -> str:
+            headers = {"Authorization": "Bearer honcho-test-token"}
+            return requests.get(f"http://127.0.0.1:{port}/metrics", headers=headers, timeout=10).text
+
+        assert 'buatfilm_heartbeat_timestamp_seconds{name="beat"}' in scrape()
+        # and a counter kept by the Celery worker's process shows on the web's /metrics (shared directory)
+        wait_for(
+            lambda: 'buatfilm_reconcile_runs_total{outcome="ok"}' in scrape(),
+            timeout=60,
+            message="the worker's reconcile counter on the web's /metrics",
+            on_fail=log_text,
         )
-        assert 'buatfilm_heartbeat_timestamp_seconds{name="beat"}' in scrape.text
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
