@@ -10,7 +10,7 @@ from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 SANDBOX_SERVER_KEY_PREFIX = "SB-Mid-server-"
 
@@ -206,6 +206,16 @@ def configuration_check(app_configs=None, **kwargs):
                 "{token}, e.g. COURSE_ACCESS_URL=https://kelas.example/{course}?token={token} (the platform checks "
                 "the token with /api/entitlements/check/ or SECRET_KEY).",
                 id="buatfilm.E018",
+            )
+        )
+    if not settings.METRICS_TOKEN and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "METRICS_TOKEN is not set, so /metrics refuses every scrape and the Prometheus alerts "
+                "(database down, stuck payments, missing backups) cannot fire.",
+                hint="Set METRICS_TOKEN to a long random value and give Prometheus the same one "
+                "(authorization: credentials: ... in its scrape config).",
+                id="buatfilm.W001",
             )
         )
     if settings.METRICS_ALLOWED_IPS:

@@ -20,6 +20,7 @@ GOOD = {
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "PUBLIC_BASE_URL": "https://buatfilm.example",
     "COURSE_ACCESS_URL": "https://kelas.example/{course}?token={token}",
+    "METRICS_TOKEN": "a-metrics-token-for-this-test-only",
     "ENV_FILE": "/nonexistent",
 }
 
@@ -51,6 +52,13 @@ def run_check(**overrides):
 def test_call_limits_that_leave_a_web_thread_free_pass(overrides):
     result = run_check(**overrides)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unset_metrics_token_is_warned_about_but_does_not_stop_the_process():
+    result = run_check(METRICS_TOKEN=None)
+    assert result.returncode == 0, result.stderr
+    assert "buatfilm.W001" in result.stderr + result.stdout
+    assert "METRICS_TOKEN" in result.stderr + result.stdout
 
 
 def test_good_configuration_passes():
