@@ -56,6 +56,7 @@ class _Watchdog:
                         del self._calls[token]
                         _socket_cut(fd)
                         self.cuts += 1
+                        connect_gate.mark_down()
                         logger.warning("database_call_cut", extra={"deadline_seconds": seconds})
                 nearest = min((d for d, _, _ in self._calls.values()), default=None)
                 self._cond.wait(None if nearest is None else max(0.0, nearest - now))
@@ -82,8 +83,60 @@ class _Watchdog:
         self._thread = None
 
 
+class ConnectGate:
+    """After a sign that the server is not answering (a call cut at its deadline, a connection
+    attempt that failed), only one thread at a time tries to connect (the probe); the others
+    wait a moment for its outcome and fail if it has none.
+
+    Without it every thread of a web worker spends DB_CONNECT_TIMEOUT on its own attempt, and
+    requests queued behind them wait a multiple of it. A probe that succeeds opens the gate
+    again; against a live server it answers within the others' short wait, so requests that
+    arrive together at the recovery all go through.
+    """
+
+    PROBE_WAIT_SECONDS = 0.25
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.down_since: float | None = None
+        self._probing = False
+
+    def admit(self) -> bool:
+        """True when this thread may try to connect: the gate is open, or it is the probe."""
+        with self._cond:
+            if self.down_since is None:
+                return True
+            if not self._probing:
+                self._probing = True
+                return True
+            self._cond.wait_for(lambda: self.down_since is None, timeout=self.PROBE_WAIT_SECONDS)
+            return self.down_since is None
+
+    def outcome(self, *, ok: bool) -> None:
+        with self._cond:
+            self._probing = False
+            if ok:
+                self.down_since = None
+            elif self.down_since is None:
+                self.down_since = time.monotonic()
+            self._cond.notify_all()
+
+    def mark_down(self) -> None:
+        with self._cond:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+
+    def is_down(self) -> bool:
+        return self.down_since is not None
+
+    def after_fork(self) -> None:
+        self.__init__()
+
+
 watchdog = _Watchdog()
+connect_gate = ConnectGate()
 os.register_at_fork(after_in_child=watchdog.after_fork)
+os.register_at_fork(after_in_child=connect_gate.after_fork)
 
 
 @contextlib.contextmanager

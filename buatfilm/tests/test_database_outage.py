@@ -40,14 +40,14 @@ def db_proxy():
 
 
 @pytest.fixture
-def web_via_proxy(db_proxy):
+def web_via_proxy(db_proxy, request):
     launch_package_ensure()
     port = free_port()
     db = connection.settings_dict
     env = worker_env(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         PORT=port,
-        WEB_CONCURRENCY=2,
+        WEB_CONCURRENCY=request.param if hasattr(request, "param") else 2,
         WEB_THREADS=8,
         DATABASE_URL=f"postgres://{db['USER'] or 'root'}@127.0.0.1:{db_proxy.port}/{db['NAME']}",
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
@@ -154,3 +154,23 @@ def test_every_endpoint_answers_503_fast_while_the_database_is_out_and_recovers(
     with ThreadPoolExecutor(8) as pool:
         after = list(pool.map(lambda _: requests.get(url + "/api/packages/", timeout=10).status_code, range(16)))
     assert set(after) == {200}
+
+
+@pytest.mark.parametrize("web_via_proxy", [4], indirect=True)
+def test_more_requests_than_threads_all_answer_503_fast_while_the_database_hangs(web_via_proxy, db_proxy):
+    url = web_via_proxy
+    # given the Procfile's 4 workers of 8 threads, warm
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(lambda _: requests.get(url + "/api/packages/", timeout=10).status_code, range(32))) == {200}
+
+    # when the database hangs and 48 order-status requests arrive at once (more than the 32 threads)
+    db_proxy.freeze()
+    with ThreadPoolExecutor(48) as pool:
+        answers = list(pool.map(lambda _: _send(url, "GET", "/api/orders/BF-20261122-OUTAGE01/", {}), range(48)))
+
+    # then every one is a 503 within the contract's 3 s: a queued request does not wait for the
+    # threads ahead of it to time out one by one
+    seconds = sorted(round(s, 2) for _, s in answers)
+    print(f"\n48 requests, hung database: {seconds}")
+    assert [r.status_code for r, _ in answers] == [503] * 48
+    assert seconds[-1] < CONTRACT_SECONDS, seconds

@@ -7,11 +7,17 @@ import threading
 import pytest
 from django.db import OperationalError, connection
 
-from buatfilm.dbdeadline import deadline_scope, watchdog
+from buatfilm.dbdeadline import ConnectGate, connect_gate, deadline_scope, watchdog
 from buatfilm.postgresql.base import DatabaseWrapper
 from buatfilm.tests.db_proxy import DatabaseProxy
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _connect_gate_open():
+    yield
+    connect_gate.outcome(ok=True)  # a cut below marks this process's database as not answering
 
 
 @pytest.fixture
@@ -36,9 +42,11 @@ def test_a_call_to_a_hung_server_ends_at_its_deadline(proxied_connection):
     with deadline_scope(0.5), pytest.raises(OperationalError), wrapper.cursor() as cursor:
         cursor.execute("SELECT 1")
 
-    # then the watchdog cut that call, and the connection is known to be unusable
+    # then the watchdog cut that call, the connection is known to be unusable, and the next
+    # connection attempts wait for one probe instead of each spending the connect timeout
     assert watchdog.cuts == cuts_before + 1
     assert wrapper.is_usable() is False
+    assert connect_gate.is_down()
 
 
 def test_the_health_check_before_reuse_has_its_own_short_deadline(proxied_connection):
@@ -78,3 +86,31 @@ def test_a_celery_task_runs_inside_a_deadline_scope(settings):
     # then its calls are bounded by the statement timeout plus the grace, and the scope ended with it
     assert seen["seconds"] == (settings.DB_STATEMENT_TIMEOUT_MS + settings.DB_TASK_CALL_GRACE_MS) / 1000
     assert dbdeadline.scope_deadline() is None
+
+
+def test_while_the_database_is_down_one_thread_probes_and_the_others_wait_briefly_for_it():
+    gate = ConnectGate()
+    gate.mark_down()
+    assert gate.admit() is True  # this thread is the probe
+    others = []
+    waiter = threading.Thread(target=lambda: others.append(gate.admit()))
+    waiter.start()
+    waiter.join()
+    assert others == [False]  # no outcome within its wait: fail now, do not queue behind the probe
+
+    # when the probe connects, a thread waiting meanwhile goes through, and so do later ones
+    waiter = threading.Thread(target=lambda: others.append(gate.admit()))
+    waiter.start()
+    gate.outcome(ok=True)
+    waiter.join()
+    assert others == [False, True]
+    assert gate.admit() is True and not gate.is_down()
+
+
+def test_a_failed_probe_keeps_the_gate_closed_and_the_next_caller_probes_again():
+    gate = ConnectGate()
+    gate.mark_down()
+    assert gate.admit() is True
+    gate.outcome(ok=False)
+    assert gate.is_down()
+    assert gate.admit() is True  # the next probe
