@@ -174,3 +174,58 @@ def test_more_requests_than_threads_all_answer_503_fast_while_the_database_hangs
     print(f"\n48 requests, hung database: {seconds}")
     assert [r.status_code for r, _ in answers] == [503] * 48
     assert seconds[-1] < CONTRACT_SECONDS, seconds
+
+
+@pytest.fixture
+def web_without_redis():
+    """The web process with Redis down (nothing listens on its port)."""
+    launch_package_ensure()
+    port = free_port()
+    env = worker_env(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        PORT=port,
+        WEB_CONCURRENCY=1,
+        WEB_THREADS=8,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        CHECKOUT_RATE_LIMIT="",
+    )
+    log = tempfile.NamedTemporaryFile(prefix="web-no-redis-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        ["bash", "-c", "exec " + procfile_command("web")],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(Path(log.name).read_text())
+        try:
+            return requests.get(url + "/health/live", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, timeout=60, message="the web process to serve")
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(20)
+    log.close()
+    os.unlink(log.name)
+
+
+def test_with_redis_down_the_instance_stays_ready_and_takes_payments(web_without_redis):
+    url = web_without_redis
+    # when Redis is down
+    ready = requests.get(url + "/health/ready", timeout=10)
+    details = requests.get(url + "/health", timeout=10)
+    checkout = requests.post(url + "/api/checkout/", json=checkout_body(), timeout=30)
+    # then the load balancer keeps the instance, the detail says degraded, and a checkout goes through
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["broker"]["ok"] is False
+    assert details.status_code == 200 and details.json()["status"] == "degraded"
+    assert checkout.status_code == 201, checkout.text
+    assert checkout.json()["payment"]["token"]
