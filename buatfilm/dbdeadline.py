@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._calls: dict[object, tuple[float, int, float]] = {}
         self._thread: threading.Thread | None = None
+        # When the watchdog thread wakes next (None: only when notified). A call whose deadline is
+        # later needs no wake-up, so the thread sleeps through busy periods instead of waking per query.
+        self._wakes_at: float | None = None
         self.cuts = 0
 
     def _run(self) -> None:
@@ -58,8 +61,8 @@ class _Watchdog:
                         self.cuts += 1
                         connect_gate.mark_down()
                         logger.warning("database_call_cut", extra={"deadline_seconds": seconds})
-                nearest = min((d for d, _, _ in self._calls.values()), default=None)
-                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+                self._wakes_at = min((d for d, _, _ in self._calls.values()), default=None)
+                self._cond.wait(None if self._wakes_at is None else max(0.0, self._wakes_at - now))
 
     @contextlib.contextmanager
     def watch(self, fd: int, seconds: float) -> Iterator[None]:
@@ -68,8 +71,10 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-deadline", daemon=True)
                 self._thread.start()
-            self._calls[token] = (time.monotonic() + seconds, fd, seconds)
-            self._cond.notify()
+            deadline = time.monotonic() + seconds
+            self._calls[token] = (deadline, fd, seconds)
+            if self._wakes_at is None or deadline < self._wakes_at:
+                self._cond.notify()
         try:
             yield
         finally:
@@ -81,17 +86,18 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._calls = {}
         self._thread = None
+        self._wakes_at = None
 
 
 class ConnectGate:
     """After a sign that the server is not answering (a call cut at its deadline, a connection
-    attempt that failed), only one thread at a time tries to connect (the probe); the others
-    wait a moment for its outcome and fail if it has none.
+    attempt that failed), request threads stop trying to connect themselves: one probe thread
+    per process tries (bounded by DB_CONNECT_TIMEOUT), and a request waits a moment for its
+    outcome, then fails. A probe that connects opens the gate again; against a live server it
+    answers within that moment, so the requests that arrive at the recovery all go through.
 
     Without it every thread of a web worker spends DB_CONNECT_TIMEOUT on its own attempt, and
-    requests queued behind them wait a multiple of it. A probe that succeeds opens the gate
-    again; against a live server it answers within the others' short wait, so requests that
-    arrive together at the recovery all go through.
+    requests queued behind them wait a multiple of it.
     """
 
     PROBE_WAIT_SECONDS = 0.25
@@ -101,30 +107,41 @@ class ConnectGate:
         self.down_since: float | None = None
         self._probing = False
 
-    def admit(self) -> bool:
-        """True when this thread may try to connect: the gate is open, or it is the probe."""
+    def admit(self, *, probe: Callable[[], None]) -> bool:
+        """True when this thread may connect: the gate is open, or it opened within the wait.
+        `probe` connects once and raises on failure; it runs in its own thread, one at a time."""
         with self._cond:
             if self.down_since is None:
                 return True
             if not self._probing:
                 self._probing = True
-                return True
-            self._cond.wait_for(lambda: self.down_since is None, timeout=self.PROBE_WAIT_SECONDS)
+                threading.Thread(target=self._probe_run, args=(probe,), name="db-probe", daemon=True).start()
+            # Until the probe connects or fails (a refused connection fails at once), at most the wait.
+            self._cond.wait_for(lambda: self.down_since is None or not self._probing, timeout=self.PROBE_WAIT_SECONDS)
             return self.down_since is None
 
-    def outcome(self, *, ok: bool) -> None:
+    def _probe_run(self, probe: Callable[[], None]) -> None:
+        try:
+            probe()
+            ok = True
+        except Exception:  # any failure to connect keeps the gate closed
+            ok = False
+        self.report(ok=ok)
         with self._cond:
             self._probing = False
-            if ok:
-                self.down_since = None
-            elif self.down_since is None:
-                self.down_since = time.monotonic()
             self._cond.notify_all()
 
-    def mark_down(self) -> None:
+    def report(self, *, ok: bool) -> None:
+        """The outcome of a connection attempt."""
         with self._cond:
-            if self.down_since is None:
+            if ok:
+                self.down_since = None
+                self._cond.notify_all()
+            elif self.down_since is None:
                 self.down_since = time.monotonic()
+
+    def mark_down(self) -> None:
+        self.report(ok=False)
 
     def is_down(self) -> bool:
         return self.down_since is not None

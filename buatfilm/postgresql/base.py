@@ -5,8 +5,8 @@ connection set-up and the health check before reusing a pooled connection each r
 deadline of the current scope (a web request, a Celery task). The health check always has a
 short one of its own, so a request that finds its pooled connection on a hung server still
 has time to try a fresh connection (bounded by DB_CONNECT_TIMEOUT) and answer 503 within 3 s.
-While the server is not answering, one thread at a time tries to connect; the others answer at
-once (dbdeadline's connect gate).
+While the server is not answering, one probe thread tries to connect and requests answer 503
+at once (dbdeadline's connect gate).
 """
 
 import time
@@ -32,21 +32,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return execute(sql, params, many, context)
 
     def get_new_connection(self, conn_params):
-        # Inside a deadline scope (web requests, tasks) a server known not to answer is asked
-        # by one thread at a time (buatfilm.dbdeadline.ConnectGate); outside (manage.py) as usual.
+        # Inside a deadline scope (web requests, tasks) a server known not to answer is asked by
+        # one probe thread, not by every request (buatfilm.dbdeadline.ConnectGate); outside
+        # (manage.py) as usual.
         if scope_deadline() is None:
             return super().get_new_connection(conn_params)
-        if not connect_gate.admit():
+        if not connect_gate.admit(probe=lambda: base.Database.connect(**conn_params).close()):
             down_for = time.monotonic() - (connect_gate.down_since or time.monotonic())
             raise base.Database.OperationalError(
-                f"the database has not answered for {down_for:.1f} s; another request is checking it"
+                f"the database has not answered for {down_for:.1f} s (a probe is checking it)"
             )
         try:
             connection = super().get_new_connection(conn_params)
         except Exception:
-            connect_gate.outcome(ok=False)
+            connect_gate.report(ok=False)
             raise
-        connect_gate.outcome(ok=True)
+        connect_gate.report(ok=True)
         return connection
 
     def init_connection_state(self):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _connect_gate_open():
     yield
-    connect_gate.outcome(ok=True)  # a cut below marks this process's database as not answering
+    connect_gate.report(ok=True)  # a cut below marks this process's database as not answering
 
 
 @pytest.fixture
@@ -88,29 +88,41 @@ def test_a_celery_task_runs_inside_a_deadline_scope(settings):
     assert dbdeadline.scope_deadline() is None
 
 
-def test_while_the_database_is_down_one_thread_probes_and_the_others_wait_briefly_for_it():
+def test_while_the_database_is_down_one_probe_connects_and_requests_do_not_wait_for_it():
     gate = ConnectGate()
     gate.mark_down()
-    assert gate.admit() is True  # this thread is the probe
-    others = []
-    waiter = threading.Thread(target=lambda: others.append(gate.admit()))
-    waiter.start()
-    waiter.join()
-    assert others == [False]  # no outcome within its wait: fail now, do not queue behind the probe
+    release = threading.Event()
+    probes = []
 
-    # when the probe connects, a thread waiting meanwhile goes through, and so do later ones
-    waiter = threading.Thread(target=lambda: others.append(gate.admit()))
-    waiter.start()
-    gate.outcome(ok=True)
-    waiter.join()
-    assert others == [False, True]
-    assert gate.admit() is True and not gate.is_down()
+    def hung_probe():
+        probes.append(threading.current_thread().name)
+        release.wait(5)
+        raise OSError("connection timeout expired")
+
+    # when requests ask while the server hangs, then each is refused after the short wait, and
+    # only one probe runs however many ask
+    assert [gate.admit(probe=hung_probe) for _ in range(3)] == [False, False, False]
+    assert probes == ["db-probe"]
+    release.set()
 
 
-def test_a_failed_probe_keeps_the_gate_closed_and_the_next_caller_probes_again():
+def test_a_probe_that_connects_opens_the_gate_for_the_request_waiting_on_it():
     gate = ConnectGate()
     gate.mark_down()
-    assert gate.admit() is True
-    gate.outcome(ok=False)
+    assert gate.admit(probe=lambda: None) is True  # the probe connected within the wait
+    assert not gate.is_down()
+
+
+def test_a_failed_probe_keeps_the_gate_closed_and_a_later_request_starts_another():
+    gate = ConnectGate()
+    gate.mark_down()
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise OSError("connection refused")
+
+    assert gate.admit(probe=refused) is False
     assert gate.is_down()
-    assert gate.admit() is True  # the next probe
+    assert gate.admit(probe=lambda: calls.append(2)) is True
+    assert calls == [1, 2]
