@@ -23,6 +23,7 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_BREAKER_COOLDOWN", "seconds"),
     ("MIDTRANS_MAX_CONCURRENT_CALLS", "calls in flight per Midtrans host and process"),
     ("WEBHOOK_STATUS_BUDGET", "seconds"),
+    ("WEBHOOK_EVENTS_PER_ORDER_ID_MAX", "notifications recorded per Midtrans order id"),
     ("WEB_THREADS", "threads per web worker"),
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),
@@ -249,6 +250,24 @@ def configuration_check(app_configs=None, **kwargs):
                 id="buatfilm.E007",
             )
         )
+    if settings.MIDTRANS_SIMULATOR_LANGUAGE not in {"id", "en"}:
+        errors.append(
+            Error(
+                f"MIDTRANS_SIMULATOR_LANGUAGE={settings.MIDTRANS_SIMULATOR_LANGUAGE!r} is not a language the "
+                "simulator answers in.",
+                hint="Use id (Bahasa Indonesia, the default) or en.",
+                id="buatfilm.E131",
+            )
+        )
+    if settings.MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE not in {"202", "407"}:
+        errors.append(
+            Error(
+                f"MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE={settings.MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE!r}"
+                " is not a status_code Midtrans sends with an expire notification.",
+                hint="Use 202 (Midtrans' documented samples, the default) or 407 (observed).",
+                id="buatfilm.E132",
+            )
+        )
     return errors
 
 
@@ -257,8 +276,10 @@ NOTIFICATION_TEMPLATES = [
     ("payment_instructions", True),
     ("payment_received", True),
     ("order_expired", False),
-    ("refund_processed", False),
+    ("refund_processed", True),
     ("operator_alert", False),
+    ("sales_summary", False),
+    ("sale_notice", False),
     ("outbox_alert", False),
 ]
 
@@ -327,4 +348,44 @@ def notification_templates_check(app_configs=None, **kwargs):
                     )
                 )
                 break  # one message per template is enough
+    return errors
+
+
+@register("config")
+def operator_tools_check(app_configs=None, **kwargs):
+    """Settings of the operator tools and the owners' reports (issue 17)."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    errors = []
+    hour = settings.SALES_SUMMARY_HOUR
+    if not isinstance(hour, int) or not 0 <= hour <= 23:
+        errors.append(
+            Error(
+                f"SALES_SUMMARY_HOUR={hour!r} is not an hour of the day.",
+                hint="Set SALES_SUMMARY_HOUR to 0-23 (Asia/Jakarta), e.g. 7 for 07:00 WIB.",
+                id="buatfilm.E170",
+            )
+        )
+    for name in ("SALES_SUMMARY_EMAILS", "SALE_NOTICE_EMAILS"):
+        for address in getattr(settings, name) or []:
+            try:
+                validate_email(address)
+            except ValidationError:
+                errors.append(
+                    Error(
+                        f"{name} contains {address!r}, which is not an email address.",
+                        hint=f"Set {name} to comma-separated addresses, e.g. owner@example.com,finance@example.com.",
+                        id="buatfilm.E171",
+                    )
+                )
+    seconds = settings.RESEND_ACCESS_MIN_SECONDS
+    if not isinstance(seconds, int) or seconds < 1:
+        errors.append(
+            Error(
+                f"RESEND_ACCESS_MIN_SECONDS={seconds!r} must be a whole number of seconds, at least 1.",
+                hint="Set RESEND_ACCESS_MIN_SECONDS=60 (the default) or more.",
+                id="buatfilm.E172",
+            )
+        )
     return errors

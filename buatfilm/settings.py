@@ -206,12 +206,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "max_retries": 0,
 }
 CELERY_TASK_PUBLISH_RETRY = False
-# Celery reads these on every publish. Left unset, each read falls through this settings
-# module with several failing attribute lookups before it reaches Celery's default, which
-# cost a notification kick ~15 % of its CPU; they are set here to those very defaults.
-CELERY_TASK_REPR_MAXLEVELS = 3
-CELERY_TASK_SEND_SENT_EVENT = False
-CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
 CELERY_TIMEZONE = "Asia/Jakarta"
 CELERY_BEAT_SCHEDULE: dict = {}
 # Notification delivery has its own queue, so a backlog of other work never delays it
@@ -264,6 +258,14 @@ MIDTRANS_SIMULATOR_TIME_COMPRESSION = _read(env.float, "MIDTRANS_SIMULATOR_TIME_
 # Simulator only: the server key the simulator accepts and signs with (empty = MIDTRANS_SERVER_KEY);
 # a different value plays "our key is not the one Midtrans has".
 MIDTRANS_SIMULATOR_SERVER_KEY = env.str("MIDTRANS_SIMULATOR_SERVER_KEY", default="").strip()
+# Simulator only: the language of Snap's "order id already used" answer ("id": "sudah digunakan",
+# "en": "has already been taken"); Midtrans has been seen answering both.
+MIDTRANS_SIMULATOR_LANGUAGE = env.str("MIDTRANS_SIMULATOR_LANGUAGE", default="id").strip().lower()
+# Simulator only: the status_code of an expire notification ("202" as Midtrans' documented
+# samples show, or "407" as observed). The status API answers an expired transaction with 407.
+MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE = env.str(
+    "MIDTRANS_SIMULATOR_EXPIRE_NOTIFICATION_CODE", default="202"
+).strip()
 
 # --- Orders and checkout -----------------------------------------------------------------
 
@@ -286,6 +288,9 @@ PARTIAL_REFUND_REVOKES_ACCESS = _bool("PARTIAL_REFUND_REVOKES_ACCESS", default=F
 # Seconds all tries of the webhook's status confirmation may take together (Midtrans waits
 # 15 s; we answer well under 5 s, a 503 makes Midtrans retry).
 WEBHOOK_STATUS_BUDGET = _read(env.float, "WEBHOOK_STATUS_BUDGET", default=3.0)
+# Notifications recorded per Midtrans order id; past it one of a new meaning is not kept
+# (the status API's answer is applied instead), so edited copies cannot fill the table.
+WEBHOOK_EVENTS_PER_ORDER_ID_MAX = _read(env.int, "WEBHOOK_EVENTS_PER_ORDER_ID_MAX", default=100)
 # The sweep asks Midtrans about attempts pending (or open) longer than this many minutes.
 RECONCILE_STALE_MINUTES = _read(env.int, "RECONCILE_STALE_MINUTES", default=5)
 # Events still unprocessed after this many seconds are retried by the sweep (not in flight).
@@ -503,4 +508,32 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },
+}
+
+# --- Operator tools and reports (issue 17) ------------------------------------------------------
+
+# The admin speaks English (customer messages stay Bahasa Indonesia: they are rendered with
+# their own language, notifications.rendering).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware"),
+    "buatfilm.admin.AdminLanguageMiddleware",
+)
+ADMIN_LANGUAGE = "en"
+# An operator's "Resend access" goes out at most once per this many seconds per order.
+RESEND_ACCESS_MIN_SECONDS = _read(env.int, "RESEND_ACCESS_MIN_SECONDS", default=60)
+# The daily sales summary: sent to these addresses (none: not sent) at this hour, Asia/Jakarta.
+SALES_SUMMARY_EMAILS = _read(env.list, "SALES_SUMMARY_EMAILS", default=[])
+SALES_SUMMARY_HOUR = _read(env.int, "SALES_SUMMARY_HOUR", default=7)
+# Optional: a short "new sale" email to these addresses for every paid order.
+SALE_NOTICE_EMAILS = _read(env.list, "SALE_NOTICE_EMAILS", default=[])
+# Midtrans refunds still requested are read again (and, unanswered, sent again with their key).
+CELERY_BEAT_SCHEDULE["payments-refunds-sweep"] = {
+    "task": "payments.refunds_sweep",
+    "schedule": RECONCILE_INTERVAL_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["payments-sales-summary"] = {
+    "task": "payments.sales_summary",
+    # The day that just ended (CELERY_TIMEZONE is Asia/Jakarta); an out-of-range hour is
+    # reported by the start-up checks, and the default is used meanwhile.
+    "schedule": crontab(hour=SALES_SUMMARY_HOUR if 0 <= (SALES_SUMMARY_HOUR or 0) <= 23 else 7, minute=0),
 }

@@ -13,7 +13,6 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip
 from entitlements.models import Entitlement
 
 logger = logging.getLogger(__name__)
@@ -54,18 +53,19 @@ def entitlement_grant(*, email: str, course_code: str, order_id: str, reason: st
     """
     email = email.strip().lower()
     now = timezone.now()
-    entitlement = Entitlement(
-        email=email,
-        course_code=course_code,
+    # One entitlement per order (unique): a concurrent grant of the same order waits for the
+    # other to commit, then reads its row; the savepoint keeps the caller's transaction intact.
+    entitlement, created = Entitlement.objects.get_or_create(
         order_id=order_id,
-        status=Entitlement.Status.ACTIVE,
-        granted_at=now,
-        reason=_reason_trim(reason),
+        defaults={
+            "email": email,
+            "course_code": course_code,
+            "status": Entitlement.Status.ACTIVE,
+            "granted_at": now,
+            "reason": _reason_trim(reason),
+        },
     )
-    # The first grant of an order is one INSERT ... ON CONFLICT DO NOTHING: it cannot raise
-    # and abort the caller's transaction when a concurrent grant of the same order won; it
-    # then waits for that one to commit and skips, and the row is read below.
-    if row_insert_or_skip(entitlement):
+    if created:
         logger.info(
             "entitlement_granted",
             extra={"order_id": order_id, "course": course_code, "entitlement_id": entitlement.pk},
@@ -115,3 +115,19 @@ def access_link_build(*, email: str, course_code: str) -> str:
     """
     token = access_token_make(email=email)
     return settings.COURSE_ACCESS_URL.format(course=quote(course_code, safe=""), token=quote(token, safe=""))
+
+
+@_in_transaction
+def entitlement_email_change(*, order_id: str, email: str) -> tuple[Entitlement, str] | None:
+    """Give the access `order_id` paid for to `email` instead (an operator corrected a mistyped
+    address). Returns (entitlement, old email), or None when the order granted nothing."""
+    email = email.strip().lower()
+    entitlement = Entitlement.objects.select_for_update().filter(order_id=order_id).first()
+    if entitlement is None:
+        return None
+    old = entitlement.email
+    if old != email:
+        entitlement.email = email
+        entitlement.save(update_fields=["email", "updated_at"])
+        logger.info("entitlement_email_changed", extra={"order_id": order_id, "entitlement_id": entitlement.pk})
+    return entitlement, old

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,13 +30,11 @@ import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from buatfilm.db import rows_insert_or_skip
 from notifications.backends import PermanentError, TransientError, channel_send
-from notifications.broker import task_publish
 from notifications.models import Notification, NotificationAttempt
 
 logger = logging.getLogger(__name__)
@@ -154,8 +151,7 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
     Idempotent on each `dedupe_key`: a key stored already (or by a concurrent transaction
     that commits first) keeps its row unchanged, is logged as a duplicate and left out of
     the result; the content rendered first is what gets sent. Returns the rows this call
-    created, in the order given. All rows a transaction enqueues, over any number of calls,
-    share one broker publish after its commit (see _kick_after_commit).
+    created, in the order given. They share one broker publish after the commit.
     """
     first_by_key: dict[str, OutboxMessage] = {}
     for message in messages:
@@ -163,83 +159,44 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
     if not first_by_key:
         return []
     max_attempts = notification_max_attempts()
-    rows = [
-        Notification(
-            channel=m.channel,
-            template=m.template,
-            recipient=m.recipient,
-            subject=m.subject,
-            body_text=m.body_text,
-            body_html=m.body_html,
-            template_params=list(m.template_params),
-            dedupe_key=m.dedupe_key,
-            reference=m.reference,
-            max_attempts=max_attempts,
+    created = []
+    # In dedupe-key order, so transactions enqueueing overlapping keys lock them in the same
+    # order and cannot deadlock; a concurrent insert of a key waits for the other, then reads it.
+    for key in sorted(first_by_key):
+        m = first_by_key[key]
+        row, is_new = Notification.objects.get_or_create(
+            dedupe_key=key,
+            defaults={
+                "channel": m.channel,
+                "template": m.template,
+                "recipient": m.recipient,
+                "subject": m.subject,
+                "body_text": m.body_text,
+                "body_html": m.body_html,
+                "template_params": list(m.template_params),
+                "reference": m.reference,
+                "max_attempts": max_attempts,
+            },
         )
-        for m in first_by_key.values()
-    ]
-    # One round trip for all rows, where get_or_create took four per row (SELECT, SAVEPOINT,
-    # INSERT, RELEASE); a duplicate key is skipped rather than raised, so no savepoint, and a
-    # concurrent insert of the same key waits for the other transaction, then is skipped.
-    created = rows_insert_or_skip(rows, key="dedupe_key")
-    for row in rows:
-        log_extra = {
-            "order_id": row.reference,
-            "channel": row.channel,
-            "template": row.template,
-            "dedupe_key": row.dedupe_key,
-        }
-        if row._state.adding:
-            # The stored row's id is not read back: the dedupe key names it.
-            logger.info("notification_enqueue_duplicate", extra=log_extra)
-        else:
+        log_extra = {"order_id": m.reference, "channel": m.channel, "template": m.template, "dedupe_key": key}
+        if is_new:
+            created.append(row)
             logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
+        else:
+            logger.info("notification_enqueue_duplicate", extra=log_extra)
+    given = list(first_by_key)
+    created.sort(key=lambda row: given.index(row.dedupe_key))
     if created:
-        _kick_after_commit(rows=created, using=created[0]._state.db)
+        _kick_after_commit(rows=created)
     return created
 
 
-class _KickBatch:
-    """The rows one transaction enqueued, kicked with one broker publish after its commit."""
-
-    def __init__(self):
-        self.rows: list[tuple[int, str]] = []  # (notification id, reference)
-        self.ran = False
-
-    def __call__(self) -> None:
-        self.ran = True
-        references = ",".join(dict.fromkeys(reference for _, reference in self.rows if reference))
-        notification_kick_many(notification_ids=[pk for pk, _ in self.rows], reference=references)
-
-
-# The batch each connection (so each thread) is filling; see _kick_after_commit.
-_kick_batches = threading.local()
-
-
-def _kick_after_commit(*, rows: list[Notification], using: str) -> None:
-    """Add the rows to their transaction's kick batch, registering its on_commit callback once.
-
-    The batch is reused only while its callback is still registered: rolling back the
-    savepoint it was registered in drops the callback (Django removes it from
-    run_on_commit, with the rows it was made for), and a commit runs it. A row added from
-    a savepoint that later rolls back stays in the batch; its kick then claims nothing.
-    Outside a transaction the callback runs at once, for this call's rows only.
-    """
-    connection = connections[using]
-    batch = getattr(_kick_batches, using, None)
-    pending = (
-        batch is not None
-        and not batch.ran
-        and connection.in_atomic_block
-        and any(func is batch for _sids, func, _robust in connection.run_on_commit)
-    )
-    if pending:
-        batch.rows.extend((row.pk, row.reference) for row in rows)
-        return
-    batch = _KickBatch()
-    batch.rows.extend((row.pk, row.reference) for row in rows)
-    setattr(_kick_batches, using, batch)
-    transaction.on_commit(batch, using=using)
+def _kick_after_commit(*, rows: list[Notification]) -> None:
+    """One kick for the rows of one enqueue call, published once their transaction commits
+    (at once outside a transaction). A rolled-back savepoint drops its kick with its rows."""
+    ids = [row.pk for row in rows]
+    references = ",".join(dict.fromkeys(row.reference for row in rows if row.reference))
+    transaction.on_commit(lambda: notification_kick_many(notification_ids=ids, reference=references))
 
 
 # After a failed publish, this process skips kicks for a few seconds: with Redis hanging
@@ -291,7 +248,7 @@ def _kick_publish(*, task, args: list, extra: dict, countdown: float | None = No
         logger.info("notification_kick_skipped", extra=extra | {"reason": "broker failed moments ago"})
         return False
     try:
-        task_publish(task, args=args, countdown=countdown)
+        task.apply_async(args=args, countdown=countdown)
     except Exception as exc:  # any broker failure: log it, the sweep catches up
         _kick_skip_until = time.monotonic() + KICK_SKIP_AFTER_FAILURE_SECONDS
         logger.warning("notification_kick_failed", extra=extra | {"error": f"{type(exc).__name__}: {exc}"})

@@ -5,12 +5,15 @@ from django.template.loader import render_to_string
 from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from entitlements.models import Entitlement
 from notifications.models import Notification
-from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent
+from payments.admin_forms import CatalogFormAdmin, DiscountCodeForm, PackageForm
+from payments.admin_tools import OrderToolsMixin
+from payments.models import AuditEntry, DiscountCode, Order, Package, PaymentAttempt, PaymentEvent, Refund
 from payments.services.reconcile import order_sync_by_operator
 
 
 @admin.register(Package)
-class PackageAdmin(admin.ModelAdmin):
+class PackageAdmin(CatalogFormAdmin):
+    form = PackageForm
     list_display = ["id", "name", "price", "currency", "is_active", "capacity", "course_code"]
     list_filter = ["is_active"]
     search_fields = ["id", "name"]
@@ -21,11 +24,16 @@ class PackageAdmin(admin.ModelAdmin):
 
 
 @admin.register(DiscountCode)
-class DiscountCodeAdmin(admin.ModelAdmin):
+class DiscountCodeAdmin(CatalogFormAdmin):
+    form = DiscountCodeForm
     list_display = ["code", "kind", "value", "package", "times_used", "max_uses", "starts_at", "ends_at", "is_active"]
     list_filter = ["is_active", "kind", "package"]
     search_fields = ["code"]
     readonly_fields = ["times_used", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Codes are upserted by name: renaming one here would make a second code.
+        return ["code", *self.readonly_fields] if obj else self.readonly_fields
 
 
 class PaymentAttemptInline(ReadOnlyTabularInline):
@@ -44,8 +52,26 @@ class PaymentAttemptInline(ReadOnlyTabularInline):
     readonly_fields = fields
 
 
+class ReviewQueueFilter(admin.SimpleListFilter):
+    """The review queue: orders that need a person (late or double payment, amount mismatch,
+    reversal, fraud challenge), until an operator resolves the case."""
+
+    title = "review queue"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Needs review"), ("resolved", "Resolved cases")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(needs_review=True)
+        if self.value() == "resolved":
+            return queryset.filter(needs_review=False, review_resolved_at__isnull=False)
+        return queryset
+
+
 @admin.register(Order)
-class OrderAdmin(ReadOnlyModelAdmin):
+class OrderAdmin(OrderToolsMixin, ReadOnlyModelAdmin):
     list_display = [
         "id",
         "status",
@@ -56,12 +82,13 @@ class OrderAdmin(ReadOnlyModelAdmin):
         "created_at",
         "paid_at",
         "needs_review",
+        "review_case",
     ]
-    list_filter = ["status", "package", "needs_review", "created_at", "paid_at"]
+    list_filter = ["status", "package", ReviewQueueFilter, "needs_review", "created_at", "paid_at"]
     search_fields = ["id", "customer_email", "customer_phone", "customer_name", "attempts__midtrans_order_id"]
     date_hierarchy = "created_at"
     inlines = [PaymentAttemptInline]
-    readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table"]
+    readonly_fields = ["events_table", "entitlement_table", "notifications_table", "audit_table", "refunds_table"]
     actions = ["sync_from_midtrans"]
 
     # The order stays read-only: this action asks Midtrans and applies what it says, through
@@ -103,6 +130,20 @@ class OrderAdmin(ReadOnlyModelAdmin):
                 self.message_user(request, f"{order_id}: {'; '.join(report.changes)}", level=messages.SUCCESS)
             else:
                 self.message_user(request, f"{order_id}: already in line with Midtrans.", level=messages.INFO)
+
+    @admin.display(description="Review")
+    def review_case(self, obj):
+        if not obj.needs_review:
+            return ""
+        reason = obj.review_reason.strip().splitlines()[-1] if obj.review_reason.strip() else "flagged"
+        return reason if len(reason) <= 90 else reason[:89] + "…"
+
+    @admin.display(description="Refunds")
+    def refunds_table(self, obj):
+        return render_to_string(
+            "admin/payments/refunds_table.html",
+            {"refunds": Refund.objects.filter(order_id=obj.id).select_related("attempt").order_by("requested_at")},
+        )
 
     @admin.display(description="Payment events")
     def events_table(self, obj):
@@ -170,3 +211,10 @@ class AuditEntryAdmin(ReadOnlyModelAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_id", "correlation_id"]
     list_filter = ["action", "object_type", "created_at"]
     search_fields = ["object_id", "actor", "correlation_id"]
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyModelAdmin):
+    list_display = ["refund_key", "order", "amount", "reason", "status", "offline", "operator", "requested_at"]
+    list_filter = ["status", "reason", "offline", "requested_at"]
+    search_fields = ["refund_key", "order__id", "offline_reference", "operator"]

@@ -30,8 +30,10 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +61,8 @@ _STATUS_DATA_CODES = {"404", "407"}
 # The reference gives no limit for refund_key; the simulator refuses longer keys, and ours
 # (attempt id + a counter) are far shorter.
 REFUND_KEY_MAX_LENGTH = 100
+# Midtrans' refund API: "Allowed characters are alphabets, numbers, dash (-), and underscore (_)".
+REFUND_KEY_CHARACTERS = re.compile(r"^[A-Za-z0-9_-]+$")
 
 _RETRY_BACKOFF_BASE = 0.1  # seconds; doubled per retry, with jitter
 _RETRY_BACKOFF_MAX = 1.0
@@ -142,6 +146,11 @@ class MidtransRateLimited(MidtransUnavailable):
     `retry_after`: seconds Midtrans asked us to wait (Retry-After), None when it did not say."""
 
     retry_after: float | None = None
+
+
+class MidtransInProgress(MidtransUnavailable):
+    """HTTP 202 to a call that sent an Idempotency-Key: Midtrans is still running the first call
+    with that key. No result yet; a later retry with the same key gets the first call's result."""
 
 
 class MidtransBusy(MidtransUnavailable):
@@ -616,7 +625,9 @@ _NOT_ANSWERED = (
 )
 
 
-def _http_call(*, method: str, url: str, json_body: dict | None, timeout: tuple[float, float]):
+def _http_call(
+    *, method: str, url: str, json_body: dict | None, timeout: tuple[float, float], idempotency_key: str | None = None
+):
     """One HTTP request, no redirect followed and no retry: the response and its whole body.
 
     Raises MidtransTimeout when Midtrans did not answer (what requests raised as Timeout or
@@ -629,16 +640,15 @@ def _http_call(*, method: str, url: str, json_body: dict | None, timeout: tuple[
         payload = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
     except ValueError as exc:
         raise MidtransServerError(f"Midtrans call failed: {type(exc).__name__}: {exc}") from exc
+    headers = {"Accept": "application/json", "Content-Type": "application/json", "Authorization": _auth_header()}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     try:
         response = _pool_manager(url).urlopen(
             method,
             url,
             body=payload,
-            headers={
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-                "Authorization": _auth_header(),
-            },
+            headers=headers,
             timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
             retries=False,
             redirect=False,
@@ -663,6 +673,18 @@ def _http_call(*, method: str, url: str, json_body: dict | None, timeout: tuple[
 def _auth_header() -> str:
     token = base64.b64encode(f"{settings.MIDTRANS_SERVER_KEY}:".encode()).decode()
     return f"Basic {token}"
+
+
+def _idempotency_key(operation: str) -> str:
+    """A fresh Idempotency-Key for one logical Core API POST (at most Midtrans' 46 characters)."""
+    return f"{operation}-{uuid.uuid4().hex}"
+
+
+def refund_idempotency_key(*, midtrans_order_id: str, refund_key: str) -> str:
+    """The Idempotency-Key of one refund: the same for every retry of it. Midtrans' keys are global
+    across transactions, so the order id is in it too; hashed to fit Midtrans' 46 characters."""
+    digest = hashlib.sha256(f"{midtrans_order_id}\n{refund_key}".encode()).hexdigest()
+    return f"refund-{digest[:39]}"
 
 
 def _quote(value: str) -> str:
@@ -752,6 +774,7 @@ def _request_once(
     timeout: tuple[float, float],
     status_data_codes: set[str],
     attempt: int,
+    idempotency_key: str | None = None,
 ) -> dict:
     """One HTTP try: the body, or a typed MidtransError. The breaker is _request()'s business."""
     started = time.monotonic()
@@ -759,7 +782,9 @@ def _request_once(
     error: MidtransError | None = None
     body = None
     try:
-        response, data = _http_call(method=method, url=url, json_body=json_body, timeout=timeout)
+        response, data = _http_call(
+            method=method, url=url, json_body=json_body, timeout=timeout, idempotency_key=idempotency_key
+        )
         http_status = response.status
         try:
             # As requests decoded a JSON answer: UTF-8, an undecodable byte replaced.
@@ -778,6 +803,13 @@ def _request_once(
                 http_status=http_status,
             )
             error.location = location
+        elif http_status == 202 and idempotency_key:
+            error = MidtransInProgress(
+                "Midtrans is still processing the first call with this Idempotency-Key",
+                operation=operation,
+                midtrans_order_id=midtrans_order_id,
+                http_status=http_status,
+            )
         else:
             error = _error_for(
                 operation=operation,
@@ -831,6 +863,7 @@ def _request(
     retries: int = 0,
     status_data_codes: set[str] | None = None,
     deadline: float | None = None,
+    idempotency_key: str | None = None,
 ) -> dict:
     """One logical call: its tries (retries only where `retries` allows), through `breaker`.
 
@@ -846,6 +879,9 @@ def _request(
     The whole call (tries and backoffs) holds one of this process's slots for its host; when
     none frees up within SLOT_WAIT_SECONDS (or before `deadline`) it raises MidtransBusy
     without calling.
+
+    `idempotency_key` is sent as Idempotency-Key on every try of this call, so Midtrans runs
+    the call once and replays its success to a repeat.
     """
     with _call_slot_held(breaker=breaker, deadline=deadline, operation=operation, midtrans_order_id=midtrans_order_id):
         timeout = (
@@ -882,6 +918,7 @@ def _request(
                     timeout=try_timeout,
                     status_data_codes=status_data_codes or set(),
                     attempt=attempt,
+                    idempotency_key=idempotency_key,
                 )
             except (MidtransServerError, MidtransTimeout):
                 delay = min(_RETRY_BACKOFF_MAX, _RETRY_BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -995,6 +1032,7 @@ def transaction_cancel(*, midtrans_order_id: str) -> dict:
         method="POST",
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/cancel"),
         midtrans_order_id=midtrans_order_id,
+        idempotency_key=_idempotency_key("cancel"),
     )
 
 
@@ -1007,20 +1045,26 @@ def transaction_expire(*, midtrans_order_id: str) -> dict:
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/expire"),
         midtrans_order_id=midtrans_order_id,
         status_data_codes={"407"},
+        idempotency_key=_idempotency_key("expire"),
     )
 
 
 def transaction_refund(*, midtrans_order_id: str, refund_key: str, amount: int | None = None, reason: str = "") -> dict:
     """Refund all (amount None) or part of a settled transaction.
 
-    `refund_key` makes a repeated request safe: Midtrans answers 406 (MidtransDuplicateRefundKey)
-    instead of refunding twice. Not retried here for the same reason Snap create is not.
+    `refund_key` makes a repeated request safe: the Idempotency-Key sent is derived from it, so a
+    repeat within Midtrans' five minutes gets the first call's success again (HTTP 202,
+    MidtransInProgress, while that call still runs); later, Midtrans answers 406
+    (MidtransDuplicateRefundKey) instead of refunding twice. Not retried here for the same reason
+    Snap create is not.
     """
     # Without a refund_key Midtrans makes one up, so a retried request would refund twice.
     if not isinstance(refund_key, str) or not refund_key.strip():
         raise ValueError("refund_key must be a non-empty string")
     if len(refund_key) > REFUND_KEY_MAX_LENGTH:
         raise ValueError(f"refund_key must be at most {REFUND_KEY_MAX_LENGTH} characters")
+    if not REFUND_KEY_CHARACTERS.match(refund_key):
+        raise ValueError("refund_key may contain only letters, digits, '-' and '_'")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
         raise ValueError("amount must be a positive integer (rupiah) or None")
     body: dict = {"refund_key": refund_key}
@@ -1035,4 +1079,5 @@ def transaction_refund(*, midtrans_order_id: str, refund_key: str, amount: int |
         url=_api_url(f"/v2/{_quote(midtrans_order_id)}/refund"),
         midtrans_order_id=midtrans_order_id,
         json_body=body,
+        idempotency_key=refund_idempotency_key(midtrans_order_id=midtrans_order_id, refund_key=refund_key),
     )

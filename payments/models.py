@@ -40,7 +40,11 @@ class Package(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.CheckConstraint(condition=Q(price__gt=0), name="package_price_positive"),
+            models.CheckConstraint(
+                condition=Q(price__gt=0),
+                name="package_price_positive",
+                violation_error_message="The price must be at least Rp 1 (a whole number of rupiah).",
+            ),
             models.CheckConstraint(condition=Q(currency=CURRENCY_IDR), name="package_currency_idr"),
             models.CheckConstraint(condition=~Q(course_code=""), name="package_course_code_set"),
         ]
@@ -75,15 +79,22 @@ class DiscountCode(models.Model):
         ordering = ["code"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=["percent", "fixed"]), name="discount_kind_valid"),
-            models.CheckConstraint(condition=Q(value__gt=0), name="discount_value_positive"),
-            models.CheckConstraint(condition=~Q(kind="percent") | Q(value__lt=100), name="discount_percent_below_100"),
             models.CheckConstraint(
-                condition=Q(max_uses__isnull=True) | Q(times_used__lte=F("max_uses")),
-                name="discount_uses_within_max",
+                condition=Q(value__gt=0),
+                name="discount_value_positive",
+                violation_error_message="The discount value must be at least 1.",
             ),
+            models.CheckConstraint(
+                condition=~Q(kind="percent") | Q(value__lt=100),
+                name="discount_percent_below_100",
+                violation_error_message="A percent discount must be between 1 and 99.",
+            ),
+            # No times_used <= max_uses constraint: a late payment is honoured past the limit
+            # (payments.services.discounts); new redemptions stop at it (discount_redeem).
             models.CheckConstraint(
                 condition=Q(starts_at__isnull=True) | Q(ends_at__isnull=True) | Q(ends_at__gt=F("starts_at")),
                 name="discount_window_ordered",
+                violation_error_message="The end of the validity window must be after its start.",
             ),
             models.CheckConstraint(condition=Q(code=models.functions.Upper("code")), name="discount_code_upper"),
         ]
@@ -128,6 +139,10 @@ class Order(models.Model):
     # Set when something needs a person: late payment, double payment, amount mismatch, reversal.
     needs_review = models.BooleanField(default=False)
     review_reason = models.TextField(blank=True)
+    # The last time an operator closed a review case (payments.services.support.review_resolve).
+    review_resolved_at = models.DateTimeField(null=True, blank=True)
+    review_resolved_by = models.CharField(max_length=150, blank=True)
+    review_resolution_note = models.TextField(blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     referrer = models.TextField(blank=True)
@@ -138,7 +153,15 @@ class Order(models.Model):
         ordering = ["-created_at"]
         # "Sync from Midtrans" calls Midtrans and may change payment state (expire a
         # transaction there, mark the order paid or expired): more than viewing allows.
-        permissions = [("sync_order", "Can sync order from Midtrans")]
+        permissions = [
+            ("sync_order", "Can sync order from Midtrans"),
+            # Operator tools (issue 17): each moves money or customer data, so each has its own.
+            ("refund_order", "Can refund order"),
+            ("resolve_review", "Can resolve order review case"),
+            ("correct_contact", "Can correct customer email or phone"),
+            ("resend_access", "Can resend access message"),
+            ("export_orders", "Can export orders as CSV"),
+        ]
         indexes = [
             models.Index(fields=["status", "expires_at"], name="order_status_expires_idx"),
             models.Index(fields=["customer_email"], name="order_email_idx"),
@@ -216,7 +239,11 @@ class PaymentAttempt(models.Model):
 
     class Meta:
         ordering = ["order_id", "number"]
-        indexes = [models.Index(fields=["status", "updated_at"], name="attempt_status_updated_idx")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="attempt_status_updated_idx"),
+            # BI-SNAP channels name a transaction by its transaction id (see services.events._attempt_ref).
+            models.Index(fields=["transaction_id"], name="attempt_transaction_id_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["order", "number"], name="attempt_number_unique_per_order"),
             models.CheckConstraint(condition=Q(number__gte=1), name="attempt_number_positive"),
@@ -334,3 +361,73 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type}:{self.object_id}"
+
+
+class RefundReason(models.TextChoices):
+    CUSTOMER_REQUEST = "customer_request", "Customer request"
+    DUPLICATE = "duplicate", "Duplicate payment"
+    FRAUD = "fraud", "Fraud"
+    NOT_DELIVERED = "not_delivered", "Not delivered"
+    OTHER = "other", "Other"
+
+
+class RefundStatus(models.TextChoices):
+    # Recorded (and asked of Midtrans, or about to be); money not confirmed back yet.
+    REQUESTED = "requested", "Requested"
+    # Midtrans lists the refund (notification or status read), or an offline refund was recorded.
+    CONFIRMED = "confirmed", "Confirmed"
+    # Midtrans refused it and does not list it: no money moved.
+    FAILED = "failed", "Failed"
+
+
+class Refund(models.Model):
+    """Money sent back for one payment attempt, through Midtrans or by hand (offline).
+
+    Created by payments.services.refunds only, committed BEFORE Midtrans is called, so a
+    timeout then a retry reuses `refund_key` and Midtrans refuses to refund twice.
+    """
+
+    Reason = RefundReason
+    Status = RefundStatus
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="refunds")
+    refund_key = models.CharField(max_length=100, unique=True, help_text="Sent to Midtrans; stable across retries.")
+    amount = models.PositiveIntegerField(help_text="Integer rupiah.")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    note = models.TextField(blank=True)
+    offline = models.BooleanField(default=False, help_text="Sent back by hand, not through Midtrans.")
+    offline_reference = models.CharField(max_length=200, blank=True, help_text="The bank transfer's reference.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    operator = models.CharField(max_length=150, help_text="Username of the operator who asked for it.")
+    # Midtrans took the request (HTTP 200, or 406 "Duplicate refund ID" on a retry).
+    midtrans_accepted_at = models.DateTimeField(null=True, blank=True)
+    midtrans_refund_id = models.CharField(max_length=32, blank=True, help_text="Midtrans' refund_chargeback_id.")
+    tries = models.PositiveSmallIntegerField(default=0)
+    # Why the last call did not settle the refund. Set (non-empty) only when the outcome is
+    # unknown (timeout, 5xx) or refused; empty while a call is in flight.
+    last_error = models.TextField(blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    bank_confirmed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["status", "requested_at"], name="refund_status_requested_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            models.CheckConstraint(condition=Q(status__in=RefundStatus.values), name="refund_status_valid"),
+            models.CheckConstraint(condition=Q(reason__in=RefundReason.values), name="refund_reason_valid"),
+            models.CheckConstraint(
+                condition=Q(offline=False) | ~Q(offline_reference=""), name="refund_offline_has_reference"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="confirmed") | Q(confirmed_at__isnull=False), name="refund_confirmed_has_time"
+            ),
+            models.CheckConstraint(condition=~Q(refund_key=""), name="refund_key_set"),
+        ]
+
+    def __str__(self):
+        return f"{self.refund_key} ({self.status})"

@@ -150,21 +150,78 @@ def notice_payment_instructions(*, order, attempt) -> None:
     )
 
 
-def notice_paid(*, order) -> None:
-    """Email + WhatsApp "pembayaran diterima" with the course access link; once per order."""
+def notice_paid(*, order, event: str = "paid") -> None:
+    """Email + WhatsApp "pembayaran diterima" with the course access link; once per order
+    (and once per operator's "Resend access", which passes its own `event`)."""
     access_link = access_link_build(email=order.customer_email, course_code=order.package.course_code)
     context = _order_context(order) | {"access_link": access_link}
     template = "payment_received"
     _enqueue(
-        _email(order_id=order.id, template=template, event="paid", recipient=order.customer_email, context=context),
+        _email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context),
         _whatsapp(
             order_id=order.id,
             template=template,
-            event="paid",
+            event=event,
             recipient=order.customer_phone,
             context=context,
             params=[order.customer_name, order.id, context["amount"], access_link],
         ),
+    )
+    if event == "paid":
+        notice_sale(order=order)
+
+
+def notice_sale(*, order) -> None:
+    """The optional "new sale" email to SALE_NOTICE_EMAILS; once per order and address."""
+    if not settings.SALE_NOTICE_EMAILS:
+        return
+    context = _order_context(order) | {"admin_url": _admin_order_url(order.id)}
+    rendered = email_render(template="sale_notice", context=context)
+    _enqueue(
+        *(
+            _message(
+                order_id=order.id,
+                channel=EMAIL,
+                template="sale_notice",
+                recipient=recipient,
+                subject=rendered.subject,
+                body_text=rendered.body_text,
+                body_html=rendered.body_html,
+                dedupe_key=f"order:{order.id}:sale_notice:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}",
+            )
+            for recipient in settings.SALE_NOTICE_EMAILS
+        )
+    )
+
+
+def notice_sales_summary(*, summary, recipients: list[str]) -> None:
+    """The daily sales summary to the owners; once per day and address."""
+    context = {
+        "day": summary.day,
+        "orders_paid": summary.orders_paid,
+        "revenue": rupiah_format(summary.revenue),
+        "refunds": summary.refunds,
+        "refunded": rupiah_format(summary.refunded),
+        "net": rupiah_format(summary.net) if summary.net >= 0 else "-" + rupiah_format(-summary.net),
+        "open_reviews": summary.open_reviews,
+        "admin_url": f"{settings.PUBLIC_BASE_URL}/admin/payments/order/?review=open",
+    }
+    rendered = email_render(template="sales_summary", context=context)
+    day = summary.day.isoformat()
+    _enqueue(
+        *(
+            _message(
+                order_id="",
+                channel=EMAIL,
+                template="sales_summary",
+                recipient=recipient,
+                subject=rendered.subject,
+                body_text=rendered.body_text,
+                body_html=rendered.body_html,
+                dedupe_key=f"sales_summary:{day}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}",
+            )
+            for recipient in recipients
+        )
     )
 
 
@@ -182,21 +239,30 @@ def notice_expired(*, order) -> None:
     )
 
 
-def notice_refunded(*, order) -> None:
-    """Email: a refund was processed. One per refunded total, so a partial then a full refund
-    each tell the customer once."""
+def notice_refunded(*, order, refund=None) -> None:
+    """Email + WhatsApp: a refund was processed.
+
+    With `refund` (one of ours, confirmed): once per refund, for its amount; this also covers
+    the refund of a double payment, which leaves the order's own total unchanged. Without
+    (a refund made in Midtrans' dashboard): once per refunded total, so a partial then a
+    full refund each tell the customer once."""
+    amount = refund.amount if refund is not None else order.refunded_amount
+    event = f"refund:{refund.refund_key}" if refund is not None else f"refunded:{order.refunded_amount}"
     context = _order_context(order) | {
-        "refunded_amount": rupiah_format(order.refunded_amount),
+        "refunded_amount": rupiah_format(amount),
         "fully_refunded": order.refunded_amount >= order.amount,
     }
+    template = "refund_processed"
     _enqueue(
-        _email(
+        _email(order_id=order.id, template=template, event=event, recipient=order.customer_email, context=context),
+        _whatsapp(
             order_id=order.id,
-            template="refund_processed",
-            event=f"refunded:{order.refunded_amount}",
-            recipient=order.customer_email,
+            template=template,
+            event=event,
+            recipient=order.customer_phone,
             context=context,
-        )
+            params=[order.customer_name, order.id, context["refunded_amount"]],
+        ),
     )
 
 

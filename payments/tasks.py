@@ -23,3 +23,23 @@ def payments_reconcile() -> dict:
     reconcile_runs_total.labels(outcome="errors" if report.errors else "ok").inc()
     reconcile_changes_total.inc(len(report.changes))
     return {"checked": report.checked, "changed": len(report.changes), "errors": len(report.errors)}
+
+
+@shared_task(name="payments.sales_summary", ignore_result=True)
+def payments_sales_summary() -> dict:
+    """Yesterday's sales summary to SALES_SUMMARY_EMAILS (beat, daily at SALES_SUMMARY_HOUR WIB)."""
+    from payments.services.reports import sales_summary_send
+
+    summary = sales_summary_send()
+    if summary is None:
+        return {"skipped": "SALES_SUMMARY_EMAILS is empty"}
+    return {"day": summary.day.isoformat(), "orders_paid": summary.orders_paid, "revenue": summary.revenue}
+
+
+@shared_task(name="payments.refunds_sweep", ignore_result=True)
+def payments_refunds_sweep() -> dict:
+    """Confirm (status read) or resend (same refund_key) Midtrans refunds still requested."""
+    from payments.services.refunds import refunds_sweep
+
+    report = refunds_sweep()
+    return {"checked": report.checked, "confirmed": len(report.confirmed), "retried": len(report.retried)}

@@ -8,7 +8,6 @@ from contextvars import ContextVar
 
 from django.db import models, transaction
 
-from buatfilm.db import row_insert, rows_insert
 from buatfilm.logging import current_request_id
 from payments.models import AuditEntry
 
@@ -40,7 +39,7 @@ def audit_record(
     if pending is not None:
         pending.append(entry)
     else:
-        row_insert(entry)
+        entry.save(force_insert=True)
     return entry
 
 
@@ -64,4 +63,4 @@ def audit_batch() -> Iterator[None]:
     finally:
         _batch.reset(token)
     if entries and not transaction.get_connection(AuditEntry.objects.db).needs_rollback:
-        rows_insert(entries)
+        AuditEntry.objects.bulk_create(entries)

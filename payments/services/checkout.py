@@ -29,7 +29,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert, row_update_if
 from payments import midtrans
 from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Package, PaymentAttempt
 from payments.notices import notice_expired, notice_payment_instructions
@@ -374,8 +373,8 @@ def _order_insert(
     attempt = _attempt_new(order=order, number=1)
     # Like create(): an IntegrityError when a constraint refuses the order (the one-open-order
     # rule included); both rows are part of the caller's transaction.
-    row_insert(order)
-    row_insert(attempt)
+    order.save(force_insert=True)
+    attempt.save(force_insert=True)
     audit_record(
         actor=ACTOR,
         action="order_created",
@@ -406,7 +405,7 @@ def _attempt_new(*, order: Order, number: int) -> PaymentAttempt:
 
 def _attempt_insert(*, order: Order, number: int) -> PaymentAttempt:
     attempt = _attempt_new(order=order, number=number)
-    row_insert(attempt)
+    attempt.save(force_insert=True)
     _attempt_created_audit(attempt=attempt)
     return attempt
 
@@ -595,11 +594,8 @@ def _order_lock_for_token(*, order: Order) -> bool:
     order before it is payable), so the objects in hand stay the source for the answer.
     """
     now = timezone.now()
-    made_payable = row_update_if(
-        Order,
-        pk=order.pk,
-        where={"status": OrderStatus.CREATED},
-        values={"status": OrderStatus.PENDING_PAYMENT, "updated_at": now},
+    made_payable = Order.objects.filter(pk=order.pk, status=OrderStatus.CREATED).update(
+        status=OrderStatus.PENDING_PAYMENT, updated_at=now
     )
     if made_payable:
         order.status, order.updated_at = OrderStatus.CREATED, now
@@ -616,16 +612,8 @@ def _attempt_token_store(*, attempt: PaymentAttempt, snap: midtrans.SnapTransact
     and a save took two round trips. Call with the order locked.
     """
     now = timezone.now()
-    stored = row_update_if(
-        PaymentAttempt,
-        pk=attempt.pk,
-        where={"status": AttemptStatus.INITIATED},
-        values={
-            "status": AttemptStatus.OPEN,
-            "snap_token": snap.token,
-            "redirect_url": snap.redirect_url,
-            "updated_at": now,
-        },
+    stored = PaymentAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.INITIATED).update(
+        status=AttemptStatus.OPEN, snap_token=snap.token, redirect_url=snap.redirect_url, updated_at=now
     )
     if not stored:
         return False

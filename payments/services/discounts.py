@@ -3,6 +3,11 @@
 A redemption is counted when an order is created with the code (inside the order's
 transaction, so a refused checkout redeems nothing). The counter is bumped with one
 conditional UPDATE, so concurrent checkouts can never redeem more than `max_uses`.
+
+A use is held by a live or paid order, as a seat is (payments.selectors.package_seats_taken):
+it is given back when the order expires, fails or is cancelled, and taken again if money
+arrives late for it, even when the code has run out meanwhile (the customer paid the
+discounted price; that sale is honoured), so `times_used` may then exceed `max_uses`.
 """
 
 import logging
@@ -12,6 +17,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from payments.models import DiscountCode, Package
@@ -162,3 +168,25 @@ def discount_upsert(
 
 def _jsonable(value):
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+# Order statuses that hold a use of their discount code (as they hold a seat).
+USE_HOLDING_ORDER_STATUSES = frozenset({"CREATED", "PENDING_PAYMENT", "PAID", "PARTIALLY_REFUNDED"})
+
+
+def discount_use_follow(*, order, old_status: str, new_status: str) -> None:
+    """Give the order's use back, or take it again, as its status leaves or re-enters the
+    statuses that hold one. Call inside the transition's transaction (the order is locked)."""
+    if not order.discount_code_id:
+        return
+    held, holds = old_status in USE_HOLDING_ORDER_STATUSES, new_status in USE_HOLDING_ORDER_STATUSES
+    if held == holds:
+        return
+    delta = 1 if holds else -1
+    DiscountCode.objects.filter(pk=order.discount_code_id).update(
+        times_used=Greatest(F("times_used") + delta, 0), updated_at=timezone.now()
+    )
+    logger.info(
+        "discount_use_returned" if delta < 0 else "discount_use_taken_again",
+        extra={"order_id": order.pk, "discount_id": order.discount_code_id, "order_to": new_status},
+    )

@@ -22,15 +22,16 @@ import hashlib
 import json
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip, row_save, rows_select
 from entitlements.services import entitlement_grant, entitlement_revoke
 from payments import midtrans, notices
 from payments.models import (
@@ -39,11 +40,12 @@ from payments.models import (
     EventSource,
     Order,
     OrderStatus,
-    Package,
     PaymentAttempt,
     PaymentEvent,
+    Refund,
 )
 from payments.services.audit import audit_batch, audit_record
+from payments.services.discounts import discount_use_follow
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ def order_status_set(*, order: Order, new: str, actor: str, reason: str, event_i
     if not order_transition_allowed(old=old, new=new):
         raise TransitionNotAllowed(f"order {order.pk}: {old} -> {new} is not in the transition table")
     order.status = new
+    discount_use_follow(order=order, old_status=old, new_status=new)
     audit_record(
         actor=actor,
         action="order_status_changed",
@@ -300,36 +303,79 @@ def payment_code_of(status: dict) -> str:
     return ""
 
 
+# The fields that decide what applying a body does. Only order_id, status_code and
+# gross_amount are signed; every other field is free to differ between two copies of one
+# notification, so two bodies that agree on these are the same event.
+MEANING_FIELDS = (
+    "order_id",
+    "transaction_id",
+    "transaction_status",
+    "status_code",
+    "gross_amount",
+    "fraud_status",
+    "settlement_time",
+)
+
+
+def meaning_of(payload: dict) -> dict:
+    """What a Midtrans body says, as a plain dict: the MEANING_FIELDS and the refunds."""
+    meaning: dict = {}
+    for name in MEANING_FIELDS:
+        value = payload.get(name)
+        text = "" if value is None else str(value).strip()
+        # status_signal reads these two case-insensitively, so "PENDING" means "pending".
+        meaning[name] = text.lower() if name in ("transaction_status", "fraud_status") else text
+    refund_amount = amount_parse(payload.get("refund_amount"))
+    meaning["refund_amount"] = "" if refund_amount is None else str(refund_amount.normalize())
+    refunds = payload.get("refunds")
+    entries = []
+    for refund in refunds if isinstance(refunds, list) else []:
+        if isinstance(refund, dict):
+            amount = amount_parse(refund.get("refund_amount"))
+            entries.append(
+                [
+                    str(refund.get("refund_chargeback_id") or ""),
+                    str(refund.get("refund_key") or ""),
+                    "" if amount is None else str(amount.normalize()),
+                    # The bank's confirmation is news (Midtrans' second refund notification);
+                    # its time is not part of it, so edited copies add at most one meaning.
+                    "bank_confirmed" if refund.get("bank_confirmed_at") else "",
+                ]
+            )
+    meaning["refunds"] = sorted(entries)
+    return meaning
+
+
 def dedup_key_of(*, source: str, payload: dict) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = json.dumps(meaning_of(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return f"{source}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 # --- Recording events -------------------------------------------------------------------------
 
 
-def _event_new(*, payload: dict, source: str, midtrans_order_id: str) -> PaymentEvent:
-    return PaymentEvent(
-        midtrans_order_id=midtrans_order_id[:50],
-        source=source,
+def _event_stored(*, payload: dict, source: str, midtrans_order_id: str) -> tuple[PaymentEvent, bool]:
+    """The event row for this body (one per meaning and source), and whether this call stored it.
+
+    A concurrent insert of the same key waits for the other transaction, then reads its row:
+    50 identical notifications arriving together store one row and none of them fails."""
+    return PaymentEvent.objects.get_or_create(
         dedup_key=dedup_key_of(source=source, payload=payload),
-        transaction_status=str(payload.get("transaction_status", ""))[:32],
-        status_code=str(payload.get("status_code", ""))[:8],
-        gross_amount=str(payload.get("gross_amount", ""))[:32],
-        payload=payload,
+        defaults={
+            "midtrans_order_id": midtrans_order_id[:50],
+            "source": source,
+            "transaction_status": str(payload.get("transaction_status", ""))[:32],
+            "status_code": str(payload.get("status_code", ""))[:8],
+            "gross_amount": str(payload.get("gross_amount", ""))[:32],
+            "payload": payload,
+        },
     )
 
 
 def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
-    """Store a verified notification once (unique dedup key); the stored row is returned.
-
-    INSERT ... ON CONFLICT DO NOTHING, so 50 identical notifications arriving together
-    store one row and none of them fails. Only a duplicate reads the stored row back.
-    """
-    event = _event_new(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
-    if row_insert_or_skip(event):
-        return event
-    return PaymentEvent.objects.get(dedup_key=event.dedup_key)
+    """Store a verified notification once (unique dedup key); the stored row is returned."""
+    event, _ = _event_stored(payload=payload, source=source, midtrans_order_id=str(payload.get("order_id", "")))
+    return event
 
 
 def event_failure_record(*, event_id: int, error: str) -> None:
@@ -402,15 +448,11 @@ class _Effects:
     revoke: bool = False
     paid_at_clear: bool = False
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (subject, body)
-    notices: list[str] = field(default_factory=list)
+    messages: list[Callable[..., None]] = field(default_factory=list)  # payments.notices, called with the order
     review: str = ""
     note: str = ""
     attempt_refunded: int | None = None  # Midtrans' cumulative refund total for the attempt
     order_refunded: int | None = None
-
-
-def _notify(name: str, **kwargs) -> None:
-    getattr(notices, name)(**kwargs)
 
 
 def _amount_matches(*, attempt: PaymentAttempt, status: dict) -> tuple[bool, str]:
@@ -504,10 +546,10 @@ def _decide(
     elif target == _A.PAID:
         if order.status in (_O.CREATED, _O.PENDING_PAYMENT):
             fx.order_to, fx.grant = _O.PAID, True
-            fx.notices.append("notice_paid")
+            fx.messages.append(notices.notice_paid)
         elif order.status in (_O.EXPIRED, _O.FAILED, _O.CANCELLED):
             fx.order_to, fx.grant = _O.PAID, True
-            fx.notices.append("notice_paid")
+            fx.messages.append(notices.notice_paid)
             fx.review = f"Late payment: {attempt.midtrans_order_id} settled after the order was {order.status}."
             also = (
                 f" The customer already owns this package through order {paid_elsewhere}: refund one of them."
@@ -541,7 +583,7 @@ def _decide(
     elif target == _A.EXPIRED:
         if order_open and not other_live:
             fx.order_to = _O.EXPIRED
-            fx.notices.append("notice_expired")
+            fx.messages.append(notices.notice_expired)
     elif target == _A.REVERSED:
         fx.alerts.append(
             (
@@ -572,19 +614,85 @@ def _decide(
         elif target == _A.REFUNDED:
             if order.status in PAID_ORDER_STATUSES:
                 fx.order_to, fx.revoke = _O.REFUNDED, True
-                fx.notices.append("notice_refunded")
+                fx.messages.append(notices.notice_refunded)
         else:
             if order.status == _O.PAID:
                 fx.order_to = _O.PARTIALLY_REFUNDED
-                fx.notices.append("notice_refunded")
+                fx.messages.append(notices.notice_refunded)
             fx.revoke = bool(settings.PARTIAL_REFUND_REVOKES_ACCESS) and order.status in PAID_ORDER_STATUSES
     return fx
+
+
+def _refunds_listed(status: dict) -> list[dict]:
+    refunds = status.get("refunds")
+    return [r for r in refunds if isinstance(r, dict)] if isinstance(refunds, list) else []
+
+
+def _refunds_confirm(*, attempt: PaymentAttempt, status: dict, actor: str, event_id: int, now) -> list[Refund]:
+    """Mark our refunds of this attempt that Midtrans lists (by refund_key, or by the refund id
+    it gave us) confirmed, and stamp the bank's confirmation. Returns the newly confirmed ones.
+
+    The rows hang off the attempt, so locking them here keeps the lock order (order, attempt,
+    refunds)."""
+    listed = _refunds_listed(status)
+    if not listed:
+        return []
+    by_key = {str(r.get("refund_key")): r for r in listed if r.get("refund_key")}
+    by_id = {str(r.get("refund_chargeback_id")): r for r in listed if r.get("refund_chargeback_id") is not None}
+    newly: list[Refund] = []
+    rows = Refund.objects.select_for_update().filter(attempt=attempt).order_by("pk")
+    for refund in rows.exclude(status=Refund.Status.CONFIRMED, bank_confirmed_at__isnull=False):
+        entry = by_key.get(refund.refund_key) or (
+            by_id.get(refund.midtrans_refund_id) if refund.midtrans_refund_id else None
+        )
+        if entry is None:
+            continue
+        fields = {"updated_at"}
+        if refund.status != Refund.Status.CONFIRMED:
+            old = refund.status
+            refund.status, refund.confirmed_at, refund.failed_at = Refund.Status.CONFIRMED, now, None
+            refund.midtrans_accepted_at = refund.midtrans_accepted_at or now
+            refund.midtrans_refund_id = str(entry.get("refund_chargeback_id") or refund.midtrans_refund_id)[:32]
+            refund.last_error = ""
+            fields |= {
+                "status",
+                "confirmed_at",
+                "failed_at",
+                "midtrans_accepted_at",
+                "midtrans_refund_id",
+                "last_error",
+            }
+            audit_record(
+                actor=actor,
+                action="refund_confirmed",
+                obj=refund,
+                old_value={"status": old},
+                new_value={
+                    "status": Refund.Status.CONFIRMED,
+                    "order_id": refund.order_id,
+                    "amount": refund.amount,
+                    "event_id": event_id,
+                },
+            )
+            newly.append(refund)
+        if entry.get("bank_confirmed_at") and refund.bank_confirmed_at is None:
+            refund.bank_confirmed_at = now
+            fields.add("bank_confirmed_at")
+            audit_record(
+                actor=actor,
+                action="refund_bank_confirmed",
+                obj=refund,
+                new_value={"order_id": refund.order_id, "bank_confirmed_at": str(entry["bank_confirmed_at"])},
+            )
+        refund.save(update_fields=sorted(fields))
+    return newly
 
 
 def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
     """Copy Midtrans' facts about the transaction onto the attempt. True if the VA changed."""
     attempt.transaction_status = _text(status, "transaction_status")[:32] or attempt.transaction_status
-    for name, limit in (("transaction_id", 64), ("payment_type", 32), ("fraud_status", 16)):
+    attempt.transaction_id = _transaction_id_of(status) or attempt.transaction_id
+    for name, limit in (("payment_type", 32), ("fraud_status", 16)):
         value = status.get(name)
         if isinstance(value, str) and value:
             setattr(attempt, name, value[:limit])
@@ -595,30 +703,61 @@ def _attempt_fields_update(*, attempt: PaymentAttempt, status: dict) -> bool:
     return False
 
 
+def _transaction_id_of(status: dict) -> str:
+    value = status.get("transaction_id")
+    return value.strip()[:64] if isinstance(value, str) else ""
+
+
 def _event_locked(
     *, event_id: int | None, source: str, status: dict, midtrans_order_id: str
 ) -> tuple[PaymentEvent, bool]:
     """The event row to record this application in, locked. (event, already_processed)."""
-    if event_id is not None:
-        event = _one(rows_select(PaymentEvent, where={"pk": event_id}, lock=True), PaymentEvent)
-        return event, event.result in FINAL_EVENT_RESULTS
-    event = _event_new(payload=status, source=source, midtrans_order_id=midtrans_order_id)
-    if row_insert_or_skip(event):
-        # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
-        return event, False
-    event = PaymentEvent.objects.select_for_update().get(dedup_key=event.dedup_key)
+    if event_id is None:
+        event, created = _event_stored(payload=status, source=source, midtrans_order_id=midtrans_order_id)
+        if created:
+            # Inserted by this transaction: no other one can see it, let alone lock it, until we commit.
+            return event, False
+        event_id = event.pk
+    event = PaymentEvent.objects.select_for_update().get(pk=event_id)
     return event, event.result in FINAL_EVENT_RESULTS
 
 
-def _attempt_ref(midtrans_order_id: str) -> tuple[int, str] | None:
-    attempts = rows_select(PaymentAttempt, where={"midtrans_order_id": midtrans_order_id})  # unique
-    return (attempts[0].pk, attempts[0].order_id) if attempts else None
+class AttemptRef(NamedTuple):
+    pk: int
+    order_id: str
+    midtrans_order_id: str
+    transaction_id: str
 
 
-def _one(rows: list, model):
-    if not rows:
-        raise model.DoesNotExist(f"{model._meta.label} not found")
-    return rows[0]
+def _attempt_ref(midtrans_order_id: str) -> AttemptRef | None:
+    """The attempt a body names: by our Midtrans order id, else by a transaction id it learned
+    (BI-SNAP channels put the transaction id in `order_id`; see _status_names_attempt)."""
+    columns = ("pk", "order_id", "midtrans_order_id", "transaction_id")
+    attempts = list(PaymentAttempt.objects.filter(midtrans_order_id=midtrans_order_id).values_list(*columns))
+    if not attempts and midtrans_order_id:
+        attempts = list(PaymentAttempt.objects.filter(transaction_id=midtrans_order_id).values_list(*columns)[:2])
+        if len(attempts) != 1:
+            return None  # unknown, or (never seen) ambiguous: an orphan, not a guess
+    return AttemptRef(*attempts[0]) if attempts else None
+
+
+def status_names_attempt(*, status: dict, midtrans_order_id: str, transaction_ids: set[str]) -> bool:
+    """Whether a status API body is about the attempt `midtrans_order_id`.
+
+    It names it by our Midtrans order id or, on BI-SNAP channels (DANA; the Danamon, BSI,
+    SeaBank and Saqu virtual accounts), by the transaction id in `order_id` (midtrans-php
+    #113, #121): accepted only when that is one of `transaction_ids` (those the notification
+    or the attempt names) and the body's own transaction_id agrees. Any other body is refused.
+    """
+    named = str(status.get("order_id", midtrans_order_id))
+    if named == midtrans_order_id:
+        return True
+    return named in transaction_ids - {""} and str(status.get("transaction_id") or named) == named
+
+
+def _transaction_ids_named(*, ref: AttemptRef, notification: dict) -> set[str]:
+    named = {ref.transaction_id, str(notification.get("transaction_id") or ""), str(notification.get("order_id") or "")}
+    return named - {ref.midtrans_order_id}
 
 
 def payment_status_apply(
@@ -630,15 +769,15 @@ def payment_status_apply(
     event_id: int | None = None,
     confirmed: bool = True,
     dry_run: bool = False,
-    attempt_ref: tuple[int, str] | None = None,
+    attempt_ref: AttemptRef | None = None,
 ) -> ApplyOutcome:
     """Apply a Midtrans status body to the attempt `midtrans_order_id`, once, in one transaction.
 
     `event_id`: the already recorded event this status answers (webhook, replay); without
     it an event is recorded here (reconcile, admin). `confirmed`: `status` came from the
     status API (stored as the event's confirmed payload). `dry_run`: decide, then roll back.
-    `attempt_ref`: (attempt pk, order id) when the caller looked it up already (an attempt
-    never changes order, so that read needs no lock).
+    `attempt_ref`: the attempt when the caller looked it up already (an attempt never
+    changes order, so that read needs no lock).
     """
     # The audit rows are written together, with one INSERT, before the transaction commits.
     with transaction.atomic(), audit_batch():
@@ -647,16 +786,13 @@ def payment_status_apply(
             return _orphan_record(
                 midtrans_order_id=midtrans_order_id, status=status, source=source, event_id=event_id, dry_run=dry_run
             )
-        attempt_pk, order_pk = ref
-        # The project's lock order: the order row, then the attempt row. Every webhook reads
-        # and writes these rows, so plain statements (buatfilm.db) stand in for the ORM's here:
-        # the same instances and the same locks at a fraction of the CPU.
-        order = _one(rows_select(Order, where={"pk": order_pk}, lock=True), Order)
-        # The package comes along (a grant needs its course) but is not locked.
-        order.package = _one(rows_select(Package, where={"pk": order.package_id}), Package)
+        attempt_pk, order_pk = ref.pk, ref.order_id
+        # The project's lock order: the order row, then the attempt row. The package comes
+        # along (a grant needs its course) but is not locked.
+        order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
         # All of the order's attempts in one read: this one is changed, the others decide
         # (another live one keeps the order open, another paid one makes this a double payment).
-        siblings = rows_select(PaymentAttempt, where={"order": order_pk}, order_by="number", lock=True)
+        siblings = list(PaymentAttempt.objects.filter(order_id=order_pk).order_by("number").select_for_update())
         attempt = next(a for a in siblings if a.pk == attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
@@ -697,6 +833,11 @@ def payment_status_apply(
         if fx.result in (EventResult.APPLIED, EventResult.DUPLICATE):
             va_changed = _attempt_fields_update(attempt=attempt, status=status)
             attempt_fields |= {"transaction_status", "transaction_id", "payment_type", "fraud_status", "va_number"}
+        elif not attempt.transaction_id and _transaction_id_of(status):
+            # Remembered from the first body that names it, whatever it did: orphans named by
+            # it (BI-SNAP) are matched through it.
+            attempt.transaction_id = _transaction_id_of(status)
+            attempt_fields.add("transaction_id")
         if fx.attempt_to and fx.attempt_to != attempt.status:
             attempt_status_set(attempt=attempt, new=fx.attempt_to, actor=actor, reason=reason, event_id=event.pk)
             attempt_fields.add("status")
@@ -733,9 +874,9 @@ def payment_status_apply(
                 new_value={"reason": fx.review, "event_id": event.pk},
             )
         if attempt_fields:
-            row_save(attempt, fields=sorted(attempt_fields | {"updated_at"}))
+            attempt.save(update_fields=sorted(attempt_fields | {"updated_at"}))
         if order_fields:
-            row_save(order, fields=sorted(order_fields | {"updated_at"}))
+            order.save(update_fields=sorted(order_fields | {"updated_at"}))
 
         course_code = order.package.course_code if (fx.grant or fx.revoke) else ""
         if fx.grant:
@@ -761,12 +902,23 @@ def payment_status_apply(
                     new_value={"order_id": order.pk, "reason": reason, "event_id": event.pk},
                 )
 
-        for name in fx.notices:
-            _notify(name, order=order)
+        # Our own refunds that this status lists are confirmed here; each tells the customer
+        # once, in place of the generic refund notice (which stays for dashboard refunds).
+        confirmed_refunds = []
+        if fx.result in (EventResult.APPLIED, EventResult.DUPLICATE):
+            confirmed_refunds = _refunds_confirm(
+                attempt=attempt, status=status, actor=actor, event_id=event.pk, now=now
+            )
+        for message in fx.messages:
+            if message is notices.notice_refunded and confirmed_refunds:
+                continue
+            message(order=order)
+        for refund in confirmed_refunds:
+            notices.notice_refunded(order=order, refund=refund)
         if va_changed and attempt.status == _A.PENDING and order.status in Order.OPEN_STATUSES:
-            _notify("notice_payment_instructions", order=order, attempt=attempt)
+            notices.notice_payment_instructions(order=order, attempt=attempt)
         for subject, body in fx.alerts:
-            _notify("notice_alert", order_id=order.pk, subject=subject, body=body)
+            notices.notice_alert(order_id=order.pk, subject=subject, body=body)
 
         event.attempt = attempt
         event.result = fx.result
@@ -775,8 +927,8 @@ def payment_status_apply(
             event.confirmed_payload = status
         event.processed_at = now
         event.processing_attempts += 1
-        row_save(
-            event, fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
+        event.save(
+            update_fields=["attempt", "result", "error", "confirmed_payload", "processed_at", "processing_attempts"]
         )
 
         outcome.result = fx.result
@@ -847,7 +999,7 @@ def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOu
         old = order.status
         order_status_set(order=order, new=_O.EXPIRED, actor=actor, reason="payment window passed")
         order.save(update_fields=["status", "updated_at"])
-        _notify("notice_expired", order=order)
+        notices.notice_expired(order=order)
         logger.info(
             "order_expired", extra={"order_id": order.pk, "order_from": old, "actor": actor, "dry_run": dry_run}
         )
@@ -911,7 +1063,8 @@ def event_process(
     status = event.payload
     if confirm:
         try:
-            status = status_confirm(midtrans_order_id=midtrans_order_id)
+            # Asked by our own order id: a notification may name the attempt by its transaction id.
+            status = status_confirm(midtrans_order_id=ref.midtrans_order_id)
         except midtrans.MidtransError as exc:
             unavailable = isinstance(exc, midtrans.MidtransUnavailable)
             if not dry_run:
@@ -919,7 +1072,7 @@ def event_process(
             logger.warning(
                 "payment_event_deferred" if unavailable else "payment_event_unconfirmed",
                 extra={
-                    "order_id": ref[1],
+                    "order_id": ref.order_id,
                     "midtrans_order_id": midtrans_order_id,
                     "event_id": event.pk,
                     "reason": type(exc).__name__,
@@ -935,13 +1088,17 @@ def event_process(
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API says: {status.get('status_message', status)}")
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
-        if str(status.get("order_id", midtrans_order_id)) != midtrans_order_id:
+        if not status_names_attempt(
+            status=status,
+            midtrans_order_id=ref.midtrans_order_id,
+            transaction_ids=_transaction_ids_named(ref=ref, notification=event.payload),
+        ):
             # Not an outage: only this event waits (deferred, for the sweep).
             if not dry_run:
                 event_defer(event_id=event.pk, reason=f"status API answered for {status.get('order_id')!r}")
             logger.warning(
                 "payment_event_unconfirmed",
-                extra={"order_id": ref[1], "midtrans_order_id": midtrans_order_id, "event_id": event.pk},
+                extra={"order_id": ref.order_id, "midtrans_order_id": midtrans_order_id, "event_id": event.pk},
             )
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
@@ -953,7 +1110,7 @@ def event_process(
     replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:
         return payment_status_apply(
-            midtrans_order_id=midtrans_order_id,
+            midtrans_order_id=ref.midtrans_order_id if known else midtrans_order_id,
             status=status,
             source=event.source,
             actor=actor,
@@ -974,14 +1131,14 @@ def event_process(
         raise EventProcessingFailed(str(exc)) from exc
 
 
-def _status_mismatch_record(*, event_id: int, attempt_ref: tuple[int, str], reason: str, dry_run: bool) -> ApplyOutcome:
+def _status_mismatch_record(*, event_id: int, attempt_ref: AttemptRef, reason: str, dry_run: bool) -> ApplyOutcome:
     """An unconfirmed body whose status_code and transaction_status disagree: kept as
     evidence (result mismatch, final), never applied, operators alerted once.
 
     Answered 200 like an amount mismatch, not 400: a retry of the same body cannot be
     better, a 400 would only make Midtrans send it twice more, and the attempt's real state
     comes from the status API in the sweep."""
-    attempt_pk, order_id = attempt_ref
+    attempt_pk, order_id = attempt_ref.pk, attempt_ref.order_id
     with transaction.atomic():
         event = PaymentEvent.objects.select_for_update().get(pk=event_id)
         if event.result not in FINAL_EVENT_RESULTS:
@@ -991,8 +1148,7 @@ def _status_mismatch_record(*, event_id: int, attempt_ref: tuple[int, str], reas
             event.processed_at = timezone.now()
             event.processing_attempts += 1
             event.save(update_fields=["attempt", "result", "error", "processed_at", "processing_attempts"])
-            _notify(
-                "notice_alert",
+            notices.notice_alert(
                 order_id=order_id,
                 subject=f"Inconsistent Midtrans notification on order {order_id}",
                 body=f"A validly signed notification for {event.midtrans_order_id} was NOT applied: {reason}. "
@@ -1020,6 +1176,47 @@ def _status_mismatch_record(*, event_id: int, attempt_ref: tuple[int, str], reas
 
 
 def notification_receive(*, payload: dict) -> ApplyOutcome:
-    """A verified Midtrans HTTP notification: record it, confirm it, apply it."""
-    event = event_record(payload=payload, source=EventSource.WEBHOOK)
+    """A verified Midtrans HTTP notification: record it, confirm it, apply it.
+
+    Recorded once per meaning (dedup_key_of). Storage per Midtrans order id stays bounded:
+    past WEBHOOK_EVENTS_PER_ORDER_ID_MAX recorded notifications (only someone editing the
+    unsigned fields gets there), one of a new meaning is not kept; the status API is asked
+    instead and its answer applied, recorded once per meaning like any status read.
+    """
+    midtrans_order_id = str(payload.get("order_id", ""))
+    event, stored = _event_stored(payload=payload, source=EventSource.WEBHOOK, midtrans_order_id=midtrans_order_id)
+    if (
+        stored
+        and PaymentEvent.objects.filter(midtrans_order_id=event.midtrans_order_id, source=EventSource.WEBHOOK).count()
+        > settings.WEBHOOK_EVENTS_PER_ORDER_ID_MAX
+    ):
+        PaymentEvent.objects.filter(pk=event.pk).delete()
+        logger.warning("webhook_events_capped", extra={"midtrans_order_id": midtrans_order_id})
+        return _notification_confirm_unrecorded(midtrans_order_id=midtrans_order_id, payload=payload)
     return event_process(event_id=event.pk, actor="webhook", event=event)
+
+
+def _notification_confirm_unrecorded(*, midtrans_order_id: str, payload: dict) -> ApplyOutcome:
+    """The status API's word applied for a notification that is not kept (see notification_receive)."""
+    ref = _attempt_ref(midtrans_order_id)
+    if ref is None:
+        return ApplyOutcome(result=EventResult.ORPHAN, midtrans_order_id=midtrans_order_id)
+    unconfirmed = ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, order_id=ref.order_id)
+    try:
+        status = status_confirm(midtrans_order_id=ref.midtrans_order_id)
+    except midtrans.MidtransUnavailable as exc:
+        raise EventDeferred(str(exc)) from exc
+    except midtrans.MidtransError:
+        return unconfirmed
+    named = _transaction_ids_named(ref=ref, notification=payload)
+    if status_signal(status) == Signal.NONE or not status_names_attempt(
+        status=status, midtrans_order_id=ref.midtrans_order_id, transaction_ids=named
+    ):
+        return unconfirmed
+    return payment_status_apply(
+        midtrans_order_id=ref.midtrans_order_id,
+        status=status,
+        source=EventSource.WEBHOOK,
+        actor="webhook",
+        attempt_ref=ref,
+    )

@@ -21,7 +21,6 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from buatfilm.db import row_insert_or_skip, row_update_if
 from payments.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -70,17 +69,16 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
     """
     now = timezone.now()
     lease_until = now + timedelta(seconds=idempotency_lease_seconds())
-    # One INSERT ... ON CONFLICT DO NOTHING: committed at once in autocommit, so a concurrent
-    # request with the key sees the claim; a duplicate key raises nothing, so inside a
-    # caller's transaction no savepoint is needed either.
-    record = IdempotencyRecord(
-        scope=scope, key=key, fingerprint=fingerprint, state=State.IN_PROGRESS, locked_until=lease_until
+    # Committed at once in autocommit, so a concurrent request with the key sees the claim.
+    record, created = IdempotencyRecord.objects.get_or_create(
+        scope=scope,
+        key=key,
+        defaults={"fingerprint": fingerprint, "state": State.IN_PROGRESS, "locked_until": lease_until},
     )
-    if row_insert_or_skip(record):
+    if created:
         return IdempotencyClaim(record_id=record.pk, order_id=None)
 
     # The key exists: compare, replay or wait.
-    record = IdempotencyRecord.objects.get(scope=scope, key=key)
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused
     if record.state == State.COMPLETED:
@@ -101,23 +99,14 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
 
 
 def idempotency_complete(*, claim: IdempotencyClaim, status: int, body: dict, order_id: str | None) -> None:
-    """Store the response to replay (only while the claim is still in progress).
-
-    One conditional UPDATE (buatfilm.db.row_update_if) because every request with a key ends
-    here: QuerySet.update() spent ~0.5 ms CPU composing this statement.
-    """
-    row_update_if(
-        IdempotencyRecord,
-        pk=claim.record_id,
-        where={"state": State.IN_PROGRESS},
-        values={
-            "state": State.COMPLETED,
-            "response_status": status,
-            "response_body": body,
-            "order": order_id or claim.order_id,
-            "locked_until": None,
-            "updated_at": timezone.now(),
-        },
+    """Store the response to replay (only while the claim is still in progress)."""
+    IdempotencyRecord.objects.filter(pk=claim.record_id, state=State.IN_PROGRESS).update(
+        state=State.COMPLETED,
+        response_status=status,
+        response_body=body,
+        order_id=order_id or claim.order_id,
+        locked_until=None,
+        updated_at=timezone.now(),
     )
 
 

@@ -4,7 +4,8 @@ One sweep (Celery beat every RECONCILE_INTERVAL_SECONDS, `manage.py reconcile_pa
 goes through, in this order:
 1. recorded events never processed (the webhook answered 503, or crashed) and failed ones,
    least recently tried first, each at most RECONCILE_EVENT_MAX_ATTEMPTS times;
-2. orphans whose Midtrans order id now has an attempt (same cap);
+2. orphans whose Midtrans order id now has an attempt, or is a transaction id an attempt
+   learned (BI-SNAP channels name a transaction by it; same cap);
 3. orders past their payment window: each live attempt is read at Midtrans and, still
    unpaid, expired (or its Snap session cancelled) there, so a late payment cannot start;
    then the order is marked EXPIRED;
@@ -16,6 +17,7 @@ goes through, in this order:
 6. attempts we closed (expired, failed) for which a pending notification arrived since we
    last read them, on orders that can no longer be paid: a virtual account created late is
    expired at Midtrans, so no money can start for an order we call expired.
+7. orphans again: the reads of 3-6 may have taught attempts their transaction ids.
 Last, operators are alerted once (payments.notices.notice_alert) about each event given up
 after RECONCILE_EVENT_MAX_ATTEMPTS tries and each orphan still unmatched after
 RECONCILE_ORPHAN_ALERT_HOURS.
@@ -53,6 +55,7 @@ from payments.services.events import (
     event_process,
     order_expire,
     payment_status_apply,
+    status_names_attempt,
     status_signal,
 )
 
@@ -154,6 +157,22 @@ def attempt_sync(
 
     if signal == Signal.NONE:
         return None  # nothing at Midtrans yet: no method chosen
+    # Asked by our own order id, so a BI-SNAP body naming a transaction id is ours to learn,
+    # unless the attempt already knows a different one.
+    learnable = {attempt.transaction_id} if attempt.transaction_id else {str(status.get("transaction_id") or "")}
+    if not status_names_attempt(status=status, midtrans_order_id=attempt.midtrans_order_id, transaction_ids=learnable):
+        text = (
+            f"{attempt.midtrans_order_id}: the status API answered for {status.get('order_id')!r} "
+            f"(transaction {status.get('transaction_id')!r}); not applied"
+        )
+        report.errors.append(text)
+        logger.warning(
+            "reconcile_status_refused",
+            extra={"order_id": order.pk, "midtrans_order_id": attempt.midtrans_order_id},
+        )
+        if not dry_run:
+            _last_error_keep(attempt_id=attempt.pk, text=text)
+        return None
     try:
         outcome = payment_status_apply(
             midtrans_order_id=attempt.midtrans_order_id, status=status, source=source, actor=actor, dry_run=dry_run
@@ -201,7 +220,11 @@ def _midtrans_error_record(
         },
     )
     if not dry_run:
-        PaymentAttempt.objects.filter(pk=attempt_id).update(last_error=f"{timezone.now().isoformat()} {text}"[:2000])
+        _last_error_keep(attempt_id=attempt_id, text=text)
+
+
+def _last_error_keep(*, attempt_id: int, text: str) -> None:
+    PaymentAttempt.objects.filter(pk=attempt_id).update(last_error=f"{timezone.now().isoformat()} {text}"[:2000])
 
 
 def _snap_session_gone(exc: midtrans.MidtransError) -> bool:
@@ -319,6 +342,8 @@ def reconcile_run(
         _stale_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
         _paid_attempts_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
         _late_pending_sweep(report=report, actor=actor, since=since, dry_run=dry_run, now=now)
+        # The reads above may have taught attempts their transaction ids: orphans named by them match now.
+        _events_sweep(report=report, actor=actor, since=since, dry_run=dry_run, orphans_only=True)
     except _MidtransDown as exc:
         report.errors.append(f"Midtrans unavailable, sweep stopped: {exc}")
         report.stopped_early = True
@@ -355,22 +380,38 @@ def reconcile_sweep(*, actor: str = "reconcile") -> ReconcileReport | None:
             logger.warning("reconcile_lock_release_failed", exc_info=True)
 
 
-def _events_sweep(*, report: ReconcileReport, actor: str, since, dry_run: bool, order_id: str | None = None) -> None:
+def _events_sweep(
+    *,
+    report: ReconcileReport,
+    actor: str,
+    since,
+    dry_run: bool,
+    order_id: str | None = None,
+    orphans_only: bool = False,
+) -> None:
     now = timezone.now()
     grace = now - timedelta(seconds=settings.RECONCILE_EVENT_GRACE_SECONDS)
     unprocessed = Q(result=EventResult.RECEIVED, received_at__lte=grace) | Q(result=EventResult.FAILED)
     known_ids = PaymentAttempt.objects.values("midtrans_order_id")
-    rematch = Q(result=EventResult.ORPHAN, midtrans_order_id__in=known_ids)
+    # An orphan named by a transaction id an attempt has learned since (BI-SNAP channels).
+    known_transactions = PaymentAttempt.objects.exclude(transaction_id="").values("transaction_id")
+    rematch = Q(result=EventResult.ORPHAN) & (
+        Q(midtrans_order_id__in=known_ids) | Q(midtrans_order_id__in=known_transactions)
+    )
     # Capped: an event that never goes through is given up (and alerted, see _alerts_sweep)
     # instead of being retried forever.
     events = PaymentEvent.objects.filter(
-        unprocessed | rematch, processing_attempts__lt=settings.RECONCILE_EVENT_MAX_ATTEMPTS
+        rematch if orphans_only else unprocessed | rematch,
+        processing_attempts__lt=settings.RECONCILE_EVENT_MAX_ATTEMPTS,
     )
     if since is not None:
         events = events.filter(received_at__gte=since)
     if order_id is not None:
-        ids_of_order = PaymentAttempt.objects.filter(order_id=order_id).values("midtrans_order_id")
-        events = events.filter(midtrans_order_id__in=ids_of_order)
+        attempts_of_order = PaymentAttempt.objects.filter(order_id=order_id)
+        events = events.filter(
+            Q(midtrans_order_id__in=attempts_of_order.values("midtrans_order_id"))
+            | Q(midtrans_order_id__in=attempts_of_order.exclude(transaction_id="").values("transaction_id"))
+        )
     # Least recently tried first (never tried: first of all), so events that keep failing
     # take turns with the others instead of filling every batch.
     events = events.order_by(F("last_tried_at").asc(nulls_first=True), "received_at")

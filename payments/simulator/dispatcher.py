@@ -58,16 +58,33 @@ def retries_allowed(http_status: int | None) -> int:
     return 5
 
 
+def notification_destinations(transaction: SimTransaction) -> list[str]:
+    """Where this transaction's notifications go ("" = MIDTRANS_NOTIFICATION_URL, read at send time):
+    its X-Override-Notification URLs instead, or its X-Append-Notification URLs besides."""
+    if transaction.notification_override_urls:
+        return list(transaction.notification_override_urls)
+    return ["", *transaction.notification_append_urls]
+
+
 def notification_queue(*, transaction: SimTransaction, payloads: list[dict], delay_seconds: float = 0.0) -> list[int]:
-    """Queue notifications in this order (call inside the transaction that changed the state)."""
+    """Queue notifications in this order (call inside the transaction that changed the state).
+
+    One row per payload and destination; each destination gets every payload, in order, and
+    its own retries, as Midtrans delivers to each URL on its own.
+    """
     due = timezone.now() + timedelta(seconds=delay_seconds)
     ids = []
+    destinations = notification_destinations(transaction)
     for offset, payload in enumerate(payloads):
-        # Microsecond steps keep the delivery order equal to the given order.
-        row = SimNotification.objects.create(
-            transaction=transaction, payload=payload, due_at=due + timedelta(microseconds=offset)
-        )
-        ids.append(row.id)
+        for target_url in destinations:
+            # Microsecond steps keep the delivery order equal to the given order.
+            row = SimNotification.objects.create(
+                transaction=transaction,
+                payload=payload,
+                target_url=target_url,
+                due_at=due + timedelta(microseconds=offset),
+            )
+            ids.append(row.id)
     db_transaction.on_commit(dispatcher_wake)
     return ids
 
@@ -95,9 +112,9 @@ def _claim_next(*, only_ids: list[int] | None = None) -> SimNotification | None:
     return None
 
 
-def _post(body: bytes) -> tuple[str, int | None, str]:
+def _post(body: bytes, target_url: str = "") -> tuple[str, int | None, str]:
     """POST like Midtrans; returns (final url, HTTP status or None, error text)."""
-    url = settings.MIDTRANS_NOTIFICATION_URL  # read at send time
+    url = target_url or settings.MIDTRANS_NOTIFICATION_URL  # read at send time
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/json",
@@ -122,7 +139,7 @@ def delivery_attempt(row: SimNotification) -> SimNotification:
     """Send one claimed row once and book the outcome (delivered, retry later, or given up)."""
     body = json.dumps(row.payload, ensure_ascii=False).encode("utf-8")
     started = time.monotonic()
-    url, http_status, error = _post(body)
+    url, http_status, error = _post(body, row.target_url)
     now = timezone.now()
     row.attempts += 1
     row.url = url

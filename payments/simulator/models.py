@@ -29,8 +29,17 @@ class SimTransaction(models.Model):
     transaction_time = models.DateTimeField(null=True, blank=True)
     settlement_time = models.DateTimeField(null=True, blank=True)
     expiry_time = models.DateTimeField(null=True, blank=True)
+    # When the live token was issued, and when its payment page closes (page_expiry, else
+    # the request's expiry, else 24 h; Midtrans sends no notification when it does).
+    token_created_at = models.DateTimeField(null=True, blank=True)
+    page_expires_at = models.DateTimeField(null=True, blank=True)
+    # X-Override-Notification / X-Append-Notification of the latest call naming this transaction:
+    # where its notifications go instead of, or besides, MIDTRANS_NOTIFICATION_URL.
+    notification_override_urls = models.JSONField(default=list, blank=True)
+    notification_append_urls = models.JSONField(default=list, blank=True)
     refund_amount = models.BigIntegerField(default=0)
-    # Each refund: refund_chargeback_id, refund_amount, created_at, reason, refund_key, bank_confirmed_at.
+    # Each refund: refund_chargeback_id, refund_amount, created_at, reason, refund_key, refund_method,
+    # and bank_confirmed_at only once the bank confirmed it.
     refunds = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,6 +101,8 @@ class SimNotification(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Where to send it; empty = MIDTRANS_NOTIFICATION_URL, read at send time.
+    target_url = models.CharField(max_length=2000, blank=True)
     url = models.CharField(max_length=2000, blank=True, help_text="Where the last attempt went.")
     # Every attempt: {"at", "url", "http_status", "error"} — lets tests and people watch retries.
     history = models.JSONField(default=list, blank=True)
@@ -144,3 +155,29 @@ class SimFault(models.Model):
 
     def __str__(self):
         return "simulator faults"
+
+
+class SimIdempotencyKey(models.Model):
+    """One Idempotency-Key a Core API POST carried: in progress, or the success to replay.
+
+    Midtrans keeps a key for five minutes, globally across endpoints, and replays only a
+    successful answer (reference section 1, "Idempotency-Key"); a failed call deletes its row.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "First call still running"
+        DONE = "done", "Success stored for replay"
+
+    key = models.CharField(max_length=46, unique=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    operation = models.CharField(max_length=32)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.key} {self.operation} ({self.state})"

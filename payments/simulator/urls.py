@@ -19,6 +19,11 @@ urlpatterns = [
     path("v2/<str:identifier>/cancel", views.cancel, name="cancel"),
     path("v2/<str:identifier>/expire", views.expire, name="expire"),
     path("v2/<str:identifier>/refund", views.refund, name="refund"),
+    path("v2/<str:identifier>/approve", views.approve, name="approve"),
+    path("v2/<str:identifier>/deny", views.deny, name="deny"),
     # Fault injection, settable while the server runs
     path("_faults", views.fault_control, name="faults"),
+    # Anything else under the prefix: a JSON 404 in Midtrans' shape, never Django's HTML page.
+    path("", views.not_served, name="not-served-root"),
+    path("<path:rest>", views.not_served, name="not-served"),
 ]

@@ -28,7 +28,7 @@ def _json_body(request):
         try:
             request._simulator_json = json.loads(request.body or b"null")
         except (ValueError, UnicodeDecodeError):
-            request._simulator_json = None
+            request._simulator_json = services.INVALID_JSON
     return request._simulator_json
 
 
@@ -39,14 +39,42 @@ def _order_id_of(request) -> str:
     return order_id if isinstance(order_id, str) else ""
 
 
-def _api(operation: str, *, snap: bool):
-    """Wraps an API view: faults, Basic auth, and a SimApiCall row per request."""
+# Core API POSTs that honour Idempotency-Key (Midtrans: every POST but /token and /account).
+_IDEMPOTENT_OPERATIONS = {"cancel", "expire", "refund", "approve", "deny"}
+# Calls whose X-Override-Notification / X-Append-Notification name the transaction's URLs.
+_NOTIFYING_OPERATIONS = {"snap_create", *_IDEMPOTENT_OPERATIONS}
+MSG_METHOD_NOT_ALLOWED = "HTTP method is not allowed"
+
+
+def _error_body(status_code: str, message: str, *, snap: bool) -> dict:
+    """Midtrans' error shapes: Snap's error_messages, the Core API's status_code and status_message."""
+    return {"error_messages": [message]} if snap else {"status_code": status_code, "status_message": message}
+
+
+def _succeeded(response: HttpResponse) -> bool:
+    """A success Midtrans would replay for an Idempotency-Key: 2xx, and a body code below 400 (or 407)."""
+    if not 200 <= response.status_code < 300:
+        return False
+    try:
+        code = int(json.loads(response.content).get("status_code", "200"))
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return code < 400 or code == 407
+
+
+def _api(operation: str, *, snap: bool, methods: tuple[str, ...] = ("POST",)):
+    """Wraps an API view: its HTTP methods, faults, Basic auth, notification URL headers,
+    Idempotency-Key, and a SimApiCall row per request."""
 
     def decorator(view):
         @csrf_exempt
         @never_cache
         @wraps(view)
         def wrapped(request, *args, **kwargs):
+            if request.method not in methods:
+                response = JsonResponse(_error_body("405", MSG_METHOD_NOT_ALLOWED, snap=snap), status=405)
+                response["Allow"] = ", ".join(methods)
+                return response
             identifier = kwargs.get("identifier") or kwargs.get("token") or _order_id_of(request)
             applied = faults.fault_apply()
             fault = applied.kind
@@ -75,14 +103,7 @@ def _api(operation: str, *, snap: bool):
                 )
                 response = JsonResponse(body, status=401)
             else:
-                try:
-                    response = JsonResponse(
-                        view(request, *args, **kwargs), status=201 if operation == "snap_create" else 200
-                    )
-                except services.SimApiError as exc:
-                    response = JsonResponse(exc.body, status=exc.http_status)
-                if applied.core_errors_as_http and not snap:
-                    _core_error_as_http(response)
+                response = _api_answer(request, view, operation, args, kwargs, snap=snap, applied=applied)
             services.api_call_record(
                 operation=operation, order_id=identifier, http_status=response.status_code, fault=applied.label
             )
@@ -93,21 +114,46 @@ def _api(operation: str, *, snap: bool):
     return decorator
 
 
+def _api_answer(request, view, operation: str, args, kwargs, *, snap: bool, applied: faults.Applied) -> HttpResponse:
+    """An authenticated call: its notification URL headers and Idempotency-Key, then the view."""
+    if operation in _NOTIFYING_OPERATIONS:
+        try:
+            kwargs["notify"] = services.notify_urls_parse(
+                override=request.headers.get("X-Override-Notification", ""),
+                append=request.headers.get("X-Append-Notification", ""),
+            )
+        except ValueError as exc:
+            status = 400 if snap else 200  # Core API errors come as HTTP 200 (see services._core_error)
+            return JsonResponse(_error_body("400", str(exc), snap=snap), status=status)
+    claim = services.IdempotencyClaim()
+    if operation in _IDEMPOTENT_OPERATIONS:
+        claim = services.idempotency_claim(key=request.headers.get("Idempotency-Key", ""), operation=operation)
+        if claim.replay is not None:
+            return JsonResponse(claim.replay[1], status=claim.replay[0])
+        if claim.in_progress:
+            return JsonResponse(services.idempotency_in_progress_body(), status=202)
+    try:
+        try:
+            response = JsonResponse(view(request, *args, **kwargs), status=201 if operation == "snap_create" else 200)
+        except services.SimApiError as exc:
+            response = JsonResponse(exc.body, status=exc.http_status)
+        if applied.core_errors_as_http and not snap:
+            _core_error_as_http(response)
+    except BaseException:
+        services.idempotency_finish(claim=claim, http_status=500, body=None, success=False)
+        raise
+    services.idempotency_finish(
+        claim=claim, http_status=response.status_code, body=json.loads(response.content), success=_succeeded(response)
+    )
+    return response
+
+
 def _canned_answer(request, applied: faults.Applied, *, snap: bool) -> HttpResponse:
     """The answer_status fault: what a throttling Midtrans, a Spring 404 or a redirecting proxy sends."""
     code = applied.answer_status
     if code == 404:
         # What Midtrans' Spring backend answers for a path it has no route for (reference §2).
-        return JsonResponse(
-            {
-                "timestamp": timezone.now().isoformat(timespec="milliseconds"),
-                "status": 404,
-                "error": "Not Found",
-                "message": "No message available",
-                "path": request.path,
-            },
-            status=404,
-        )
+        return _spring_not_found(request)
     if code == 429:
         message = "Too many requests, please slow down"
         body = {"error_messages": [message]} if snap else {"status_code": "429", "status_message": message}
@@ -133,14 +179,12 @@ def _core_error_as_http(response: HttpResponse) -> None:
 # --- Snap API ------------------------------------------------------------------------------------
 
 
-@require_POST
 @_api("snap_create", snap=True)
-def snap_transactions(request):
+def snap_transactions(request, notify):
     base = request.build_absolute_uri("/").rstrip("/") + request.path.split("/snap/v1/")[0]
-    return services.snap_create(payload=_json_body(request), redirect_base=base)
+    return services.snap_create(payload=_json_body(request), redirect_base=base, notify=notify)
 
 
-@require_POST
 @_api("snap_cancel", snap=True)
 def snap_cancel(request, token):
     return services.snap_cancel(token=token)
@@ -149,28 +193,75 @@ def snap_cancel(request, token):
 # --- Core API ------------------------------------------------------------------------------------
 
 
-@require_GET
-@_api("status", snap=False)
+@_api("status", snap=False, methods=("GET",))
 def status(request, identifier):
     return services.status_read(identifier=identifier)
 
 
-@require_POST
 @_api("cancel", snap=False)
-def cancel(request, identifier):
-    return services.transaction_cancel(identifier=identifier)
+def cancel(request, identifier, notify):
+    return services.transaction_cancel(identifier=identifier, notify=notify)
 
 
-@require_POST
 @_api("expire", snap=False)
-def expire(request, identifier):
-    return services.transaction_expire(identifier=identifier)
+def expire(request, identifier, notify):
+    return services.transaction_expire(identifier=identifier, notify=notify)
 
 
-@require_POST
 @_api("refund", snap=False)
-def refund(request, identifier):
-    return services.transaction_refund(identifier=identifier, body=_json_body(request))
+def refund(request, identifier, notify):
+    return services.transaction_refund(identifier=identifier, body=_json_body(request), notify=notify)
+
+
+@_api("approve", snap=False)
+def approve(request, identifier, notify):
+    return services.transaction_approve(identifier=identifier, notify=notify)
+
+
+@_api("deny", snap=False)
+def deny(request, identifier, notify):
+    return services.transaction_deny(identifier=identifier, notify=notify)
+
+
+# --- Paths the simulator does not serve -----------------------------------------------------------
+
+# Core API actions after /v2/{id}/: a path with more segments before one of them has a "/" in the
+# order id, which Midtrans' Spring backend has no route for (reference §2).
+_CORE_ACTIONS = ("status", "cancel", "expire", "refund", "approve", "deny")
+
+
+def _spring_not_found(request) -> JsonResponse:
+    return JsonResponse(
+        {
+            "timestamp": timezone.now().isoformat(timespec="milliseconds"),
+            "status": 404,
+            "error": "Not Found",
+            "message": "No message available",
+            "path": request.path,
+        },
+        status=404,
+    )
+
+
+@csrf_exempt
+@never_cache
+def not_served(request, rest: str = ""):
+    """Every other path under the prefix: JSON in the shape of the Midtrans host it belongs to.
+
+    Snap paths answer `error_messages`; `/v2/{id}/{action}` with a "/" in the id answers
+    Midtrans' Spring-style 404; any other path (the Core API's, or one Midtrans serves and the
+    simulator does not, e.g. /v2/charge: see the README) answers the Core API's 404 body.
+    """
+    segments = rest.strip("/").split("/")
+    if segments[0] == "snap":
+        response = JsonResponse(_error_body("404", "The requested resource is not found", snap=True), status=404)
+    elif segments[0] == "v2" and len(segments) > 3 and segments[-1] in _CORE_ACTIONS:
+        response = _spring_not_found(request)
+    else:
+        message = f"The requested resource is not found: the Midtrans simulator does not serve {request.method} /{rest}"
+        response = JsonResponse(_error_body("404", message, snap=False), status=404)
+    services.api_call_record(operation="not_served", order_id="", http_status=response.status_code, fault="")
+    return response
 
 
 # --- Fault control ---------------------------------------------------------------------------------
@@ -211,7 +302,11 @@ def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 
             {
                 "methods": services.methods_offered(tx),
                 "method_label": next(
-                    (spec["label"] for spec in services.METHODS.values() if spec["payment_type"] == tx.payment_type),
+                    (
+                        spec["label"]
+                        for spec in services.METHODS.values()
+                        if (spec["payment_type"], spec["bank"]) == (tx.payment_type, tx.bank)
+                    ),
                     "",
                 ),
                 "amount": _rupiah(tx.gross_amount),
@@ -230,7 +325,7 @@ def _page(request, tx: SimTransaction | None, *, error: str = "", status: int = 
 @require_GET
 def payment_page(request, token):
     tx = SimTransaction.objects.filter(token=token).first()
-    if tx is None:
+    if tx is None or services.page_expired(tx):
         return _page(request, None, error="Sesi pembayaran tidak ditemukan atau sudah tidak berlaku.", status=404)
     return _page(request, tx)
 

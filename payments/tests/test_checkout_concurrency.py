@@ -53,8 +53,10 @@ def test_thirty_concurrent_checkouts_for_ten_seats_create_exactly_ten_orders(url
     )
 
 
-def test_fifty_concurrent_checkouts_against_ten_remaining_uses_redeem_exactly_ten(url):
-    # given
+def test_fifty_concurrent_checkouts_against_ten_remaining_uses_redeem_exactly_ten(url, settings):
+    # given (enough call slots that a loaded machine's slow Snap answers shed none: the
+    # redemption race is under test here, not the shedding)
+    settings.MIDTRANS_MAX_CONCURRENT_CALLS = 50
     DiscountCodeFactory(code="FLASH", kind="fixed", value=9000, max_uses=12, times_used=2)
 
     # when

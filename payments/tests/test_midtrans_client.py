@@ -262,7 +262,16 @@ def test_cancel_expire_and_wrong_state(sim):
     assert (body["status_code"], body["transaction_status"]) == ("407", "expire")
 
 
-def test_refund_with_key_then_reused_key_is_duplicate(sim):
+def _idempotency_keys_expire():
+    """Five minutes pass: Midtrans forgets every Idempotency-Key."""
+    from django.utils import timezone
+
+    from payments.simulator.models import SimIdempotencyKey
+
+    return SimIdempotencyKey.objects.update(expires_at=timezone.now())
+
+
+def test_refund_retried_with_its_key_replays_the_first_result_then_is_duplicate(sim):
     snap = midtrans.snap_create(payload=_payload())
     sim.pay(snap.token, method="gopay")
     body = midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000, reason="minta")
@@ -271,6 +280,11 @@ def test_refund_with_key_then_reused_key_is_duplicate(sim):
         "partial_refund",
         "40000.00",
     )
+    # A retry of the same refund sends the same Idempotency-Key: Midtrans replays the first answer.
+    assert midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000) == body
+    assert len(SimTransaction.objects.get(order_id=ORDER).refunds) == 1
+    # Once the key is forgotten, the refund_key still stops a second refund.
+    assert _idempotency_keys_expire() == 1
     with pytest.raises(midtrans.MidtransDuplicateRefundKey) as exc:
         midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
     assert exc.value.status_code == "406"
@@ -288,6 +302,7 @@ def test_core_api_errors_delivered_as_http_4xx_map_to_the_same_errors(sim, setti
     snap = midtrans.snap_create(payload=_payload())
     sim.pay(snap.token, method="gopay")
     midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)
+    _idempotency_keys_expire()  # else the repeat below is answered with the first call's success
 
     with pytest.raises(midtrans.MidtransDuplicateRefundKey) as exc:
         midtrans.transaction_refund(midtrans_order_id=ORDER, refund_key="rf-1", amount=40000)

@@ -380,8 +380,10 @@ def test_requests_go_out_as_requests_sent_them(midtrans_server):
 def test_retry_after_and_location_are_read_whatever_their_case(midtrans_server):
     midtrans_server.answers = [
         _raw_answer(
+            # "connection: close" as well: the server closes after a raw answer, and the next
+            # call must not race that close on the kept connection (a POST is never re-sent).
             b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 7\r\n"
-            b'content-length: 21\r\n\r\n{"status_code":"429"}'
+            b'connection: close\r\ncontent-length: 21\r\n\r\n{"status_code":"429"}'
         ),
         _raw_answer(b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example/v2\r\ncontent-length: 0\r\n\r\n"),
     ]

@@ -118,7 +118,7 @@ def test_payment_instructions_link_then_virtual_account_number(order):
     assert f"{local:%H}.{local:%M} WIB" in va_email.body_text
 
 
-def test_expired_and_refunded_are_email_only(order):
+def test_expired_is_email_only_and_refunded_goes_by_email_and_whatsapp(order):
     # when
     notices.notice_expired(order=order)
     order.refunded_amount = 50000
@@ -131,9 +131,13 @@ def test_expired_and_refunded_are_email_only(order):
     assert [(n.channel, n.template) for n in rows] == [
         ("email", "order_expired"),
         ("email", "refund_processed"),
+        ("whatsapp", "refund_processed"),
         ("email", "refund_processed"),
+        ("whatsapp", "refund_processed"),
     ]
-    expired, partial, full = rows
+    assert rows[2].template_params == [order.customer_name, order.id, "Rp50.000"]
+    assert "*Rp50.000*" in rows[2].body_text
+    expired, partial, _, full, _ = rows
     assert "sudah kedaluwarsa" in expired.subject and "http://" in expired.body_text
     assert "Rp50.000" in partial.body_text and "tidak aktif lagi" not in partial.body_text
     assert "Rp99.000" in full.body_text and "tidak aktif lagi" in full.body_text

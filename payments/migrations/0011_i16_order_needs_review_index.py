@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("payments", "0005_event_retry_tracking"),
+        ("payments", "0010_i17_discount_uses_follow_orders"),
     ]
 
     operations = [
