@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install services browser lint migrations-check bench
+.PHONY: run test install services browser lint migrations-check bench promtool alerts-test
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ services:
 browser:
 	@command -v chromium >/dev/null && command -v openssl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium openssl >/dev/null)
 
+# promtool (Debian's prometheus package) for the alert rules' unit tests; gpg for the encrypted backup test.
+promtool:
+	@command -v promtool >/dev/null && command -v gpg >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus gnupg >/dev/null)
+
+alerts-test: promtool
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/tests.yml
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,7 +50,7 @@ lint: install
 migrations-check: install
 	DATABASE_URL=sqlite:///:memory: DEBUG=true MIDTRANS_SIMULATOR=true $(BIN)/python manage.py makemigrations --check --dry-run
 
-test: install services browser lint migrations-check
+test: install services browser lint migrations-check alerts-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmarks, one after the other (each prints its own figures and targets).

@@ -273,6 +273,7 @@ def main() -> None:
         CHECKOUT_RATE_LIMIT="",
         # As in production: the simulator is the other gunicorn; no simulator delivery thread here.
         MIDTRANS_SIMULATOR="false",
+        COURSE_ACCESS_URL="https://kelas.example/{course}?token={token}",
     )
     snap_auth = {"Authorization": "Basic " + base64.b64encode(f"{harness.SERVER_KEY}:".encode()).decode()}
 

@@ -348,6 +348,7 @@ def main() -> None:
         MIDTRANS_CONFIRM_WITH_STATUS_API="true",
         # As in production: the simulator is the other gunicorn; no simulator delivery thread here.
         MIDTRANS_SIMULATOR="false",
+        COURSE_ACCESS_URL="https://kelas.example/{course}?token={token}",
     )
     results = []
     cpu_at: dict[int, dict] = {}

@@ -10,7 +10,7 @@ from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 SANDBOX_SERVER_KEY_PREFIX = "SB-Mid-server-"
 
@@ -28,6 +28,10 @@ POSITIVE_SETTINGS = [
     ("MIDTRANS_SIMULATOR_TIME_COMPRESSION", "a divisor"),
     ("DB_CONNECT_TIMEOUT", "seconds"),
     ("DB_STATEMENT_TIMEOUT_MS", "milliseconds"),
+    ("DB_WEB_CALL_TIMEOUT_MS", "milliseconds"),
+    ("DB_TASK_CALL_GRACE_MS", "milliseconds"),
+    ("BACKUP_KEEP", "backups"),
+    ("HEARTBEAT_INTERVAL_SECONDS", "seconds"),
     ("REDIS_SOCKET_TIMEOUT", "seconds"),
     ("ORDER_PAYMENT_WINDOW_MINUTES", "minutes"),
     ("EMAIL_TIMEOUT", "seconds"),
@@ -195,6 +199,50 @@ def configuration_check(app_configs=None, **kwargs):
                 hint="Point the variable at a PEM bundle (or a directory of certificates) that exists, or unset "
                 "it to use the bundle that ships with certifi.",
                 id="buatfilm.E016",
+            )
+        )
+    if not settings.COURSE_ACCESS_URL_IS_SET and not settings.MIDTRANS_SIMULATOR:
+        errors.append(
+            Error(
+                'COURSE_ACCESS_URL is not set: the course link in every "payment received" email and WhatsApp '
+                "would lead to a page that does not exist (only the local demo has one).",
+                hint="Set COURSE_ACCESS_URL to the course platform's link with the placeholders {course} and "
+                "{token}, e.g. COURSE_ACCESS_URL=https://kelas.example/{course}?token={token} (the platform checks "
+                "the token with /api/entitlements/check/ or SECRET_KEY).",
+                id="buatfilm.E018",
+            )
+        )
+    if not settings.METRICS_TOKEN and not settings.DEBUG:
+        errors.append(
+            Warning(
+                "METRICS_TOKEN is not set, so /metrics refuses every scrape and the Prometheus alerts "
+                "(database down, stuck payments, missing backups) cannot fire.",
+                hint="Set METRICS_TOKEN to a long random value and give Prometheus the same one "
+                "(authorization: credentials: ... in its scrape config).",
+                id="buatfilm.W001",
+            )
+        )
+    if settings.METRICS_ALLOWED_IPS:
+        import ipaddress
+
+        for network in settings.METRICS_ALLOWED_IPS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                errors.append(
+                    Error(
+                        f"METRICS_ALLOWED_IPS has {network!r}, which is not an address or a network.",
+                        hint="Give addresses or CIDR networks, comma-separated, e.g. 10.0.0.0/8,192.0.2.7.",
+                        id="buatfilm.E019",
+                    )
+                )
+    if settings.DB_WEB_CALL_TIMEOUT_MS is not None and settings.DB_WEB_CALL_TIMEOUT_MS >= 3000:
+        errors.append(
+            Error(
+                f"DB_WEB_CALL_TIMEOUT_MS={settings.DB_WEB_CALL_TIMEOUT_MS} lets a request wait 3 s or more on a hung "
+                "database; the contract answers 503 within 3 s.",
+                hint="Keep DB_WEB_CALL_TIMEOUT_MS below 3000 (default 2000).",
+                id="buatfilm.E020",
             )
         )
     if settings.WHATSAPP_BACKEND not in {"meta", "fonnte", "console", "locmem"}:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_BACKLOG_WARN_SECONDS = 600
 DATABASE_PROBE_DEADLINE_SECONDS = 2.5
+RETRY_AFTER_SECONDS = "5"
 
 
 def _timed(fn):
@@ -161,11 +162,17 @@ def live(request):
 @never_cache
 @require_GET
 def ready(request):
+    # Ready means "this instance can take payments": the database and its migrations. A broker
+    # outage only delays work (every task is also a database row a sweep picks up), so it is
+    # reported here and on /health as degraded, and never takes the instance out of a load balancer.
     checks = {"database": check_database(), "broker": check_broker()}
     if checks["database"]["ok"]:
         checks["migrations"] = check_migrations()
-    ok = all(c["ok"] for c in checks.values()) and "migrations" in checks
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    ok = "migrations" in checks and checks["database"]["ok"] and checks["migrations"]["ok"]
+    response = JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    if not ok:
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
 
 
 @never_cache
@@ -187,4 +194,7 @@ def details(request):
         logger.warning(
             "health_degraded", extra={"health": status, "failing": [k for k, v in checks.items() if not v["ok"]]}
         )
-    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "unhealthy" else 200)
+    response = JsonResponse({"status": status, "checks": checks}, status=503 if status == "unhealthy" else 200)
+    if status == "unhealthy":
+        response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response

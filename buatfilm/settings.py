@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "dbbackup",
     "buatfilm",
     "payments",
     "entitlements",
@@ -77,7 +78,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "buatfilm.logging.RequestIdMiddleware",
+    # Before anything that may touch the database (sessions, auth): every call is bounded.
+    "buatfilm.dbdeadline.DatabaseDeadlineMiddleware",
+    "buatfilm.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,6 +115,11 @@ DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlit
 DB_CONNECT_TIMEOUT = _read(env.int, "DB_CONNECT_TIMEOUT", default=2)
 DB_STATEMENT_TIMEOUT_MS = _read(env.int, "DB_STATEMENT_TIMEOUT_MS", default=5000)
 DB_CONN_MAX_AGE = _read(env.int, "DB_CONN_MAX_AGE", default=60)
+# Longest one database call of a web request may wait for an answer before the connection is
+# dropped and the request answers 503 (a hung server; see buatfilm/dbdeadline.py). Celery tasks
+# wait DB_STATEMENT_TIMEOUT_MS plus DB_TASK_CALL_GRACE_MS, so the server's own limit comes first.
+DB_WEB_CALL_TIMEOUT_MS = _read(env.int, "DB_WEB_CALL_TIMEOUT_MS", default=2000)
+DB_TASK_CALL_GRACE_MS = _read(env.int, "DB_TASK_CALL_GRACE_MS", default=5000)
 # Server-side parameter binding and prepared statements (PostgreSQL). Off only behind a
 # pooler that cannot keep prepared statements per client (PgBouncer < 1.21 in transaction mode).
 DB_PREPARED_STATEMENTS = _bool("DB_PREPARED_STATEMENTS", default=True)
@@ -133,6 +143,8 @@ except (environ.ImproperlyConfigured, ValueError, KeyError, AttributeError) as e
 DATABASE_IS_SQLITE = _db["ENGINE"].endswith("sqlite3")
 DATABASE_IS_POSTGRES = _db["ENGINE"].endswith("postgresql")
 if DATABASE_IS_POSTGRES:
+    # Django's backend with a client-side deadline on each call (buatfilm/postgresql/base.py).
+    _db["ENGINE"] = "buatfilm.postgresql"
     _db["CONN_MAX_AGE"] = DB_CONN_MAX_AGE
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})
@@ -305,6 +317,9 @@ CELERY_BEAT_SCHEDULE["payments-reconcile"] = {
 # --- Entitlements ---------------------------------------------------------------------
 
 ENTITLEMENTS_API_TOKEN = env.str("ENTITLEMENTS_API_TOKEN", default="")
+COURSE_ACCESS_URL_IS_SET = bool(env.str("COURSE_ACCESS_URL", default=""))
+# Unset, the link leads to the demo's own course page (mounted with the simulator only); a
+# start-up check requires it everywhere else.
 COURSE_ACCESS_URL = env.str("COURSE_ACCESS_URL", default="") or f"{PUBLIC_BASE_URL}/course/{{course}}?token={{token}}"
 
 # --- Notifications ------------------------------------------------------------------------
@@ -362,6 +377,51 @@ CELERY_BEAT_SCHEDULE["notifications-purge"] = {
     "schedule": crontab(hour=3, minute=17),  # daily, at a quiet hour (CELERY_TIMEZONE)
 }
 
+# --- Metrics and monitoring -------------------------------------------------------------------
+
+# prometheus-client's multiprocess mode: the directory every web and worker process on this
+# machine writes its counters to, added up by /metrics. Read by prometheus-client itself from
+# the environment (the Procfile sets it); made here, before any metric exists.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Bearer token Prometheus sends to /metrics; empty refuses every scrape (401).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Addresses or networks (CIDR) allowed to scrape /metrics, comma-separated; empty = any (token still needed).
+METRICS_ALLOWED_IPS = _read(env.list, "METRICS_ALLOWED_IPS", default=[])
+# Alertmanager's base URL, for `manage.py alert_test` (the Prometheus rules reach it on their own).
+ALERTMANAGER_URL = env.str("ALERTMANAGER_URL", default="")
+# Seconds between heartbeats (beat sends, a worker records; /metrics shows the last one).
+HEARTBEAT_INTERVAL_SECONDS = _read(env.int, "HEARTBEAT_INTERVAL_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["buatfilm-heartbeat"] = {
+    "task": "buatfilm.heartbeat",
+    "schedule": HEARTBEAT_INTERVAL_SECONDS,
+}
+
+# Error reports to Sentry from web, worker and beat (Django and Celery integrations); off when empty.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", default="production")
+SENTRY_TRACES_SAMPLE_RATE = _read(env.float, "SENTRY_TRACES_SAMPLE_RATE", default=0.0)
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    try:
+        sentry_sdk.init(
+            dsn=SENTRY_DSN,
+            environment=SENTRY_ENVIRONMENT,
+            integrations=[DjangoIntegration(), CeleryIntegration()],
+            traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+            # Customers' emails, phones and tokens stay here: no user data, no request bodies.
+            send_default_pii=False,
+            max_request_body_size="never",
+        )
+    except Exception as exc:  # sentry_sdk raises its own BadDsn for a malformed DSN
+        CONFIG_ERRORS.append(
+            ("SENTRY_DSN", f"SENTRY_DSN cannot be used ({exc}); copy the DSN from Sentry's project settings.")
+        )
+
 # --- Internationalisation -------------------------------------------------------------------
 
 LANGUAGE_CODE = "id"
@@ -371,6 +431,34 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Static files and backups (Django storages) --------------------------------------------
+
+# WhiteNoise serves collectstatic's output (release runs it) from the web process itself,
+# compressed and with far-future caching, so the admin has its styles without an nginx.
+# Not the manifest variant: a template that names a file collectstatic has not seen must not 500.
+BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "var" / "backups"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # django-dbbackup's files (`manage.py dbbackup` / `dbrestore`).
+    "dbbackup": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": BACKUP_DIR}},
+}
+# Backups kept by the daily run's --clean (older ones are deleted).
+BACKUP_KEEP = _read(env.int, "BACKUP_KEEP", default=14)
+DBBACKUP_CLEANUP_KEEP = BACKUP_KEEP
+# Encrypt each backup for this GPG key (its id or email; the public key must be in the keyring
+# of the user running the worker). Empty = not encrypted.
+BACKUP_GPG_RECIPIENT = env.str("BACKUP_GPG_RECIPIENT", default="")
+DBBACKUP_GPG_RECIPIENT = BACKUP_GPG_RECIPIENT or None
+DBBACKUP_GPG_ALWAYS_TRUST = bool(BACKUP_GPG_RECIPIENT)
+# Our PostgreSQL backend is Django's with a deadline (buatfilm/postgresql): dump it as that one.
+DBBACKUP_CONNECTOR_MAPPING = {"buatfilm.postgresql": "dbbackup.db.postgresql.PgDumpBinaryConnector"}
+DBBACKUP_SEND_EMAIL = False  # a failed run raises in the task and is alerted through /metrics instead
+CELERY_BEAT_SCHEDULE["buatfilm-backup"] = {
+    "task": "buatfilm.backup",
+    "schedule": crontab(hour=2, minute=41),  # daily, at a quiet hour (CELERY_TIMEZONE)
+}
 
 # --- REST framework -------------------------------------------------------------------------
 

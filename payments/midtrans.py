@@ -47,7 +47,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from urllib3.util import create_urllib3_context
 
-from buatfilm.metrics import midtrans_calls_refused_total
+from buatfilm.metrics import midtrans_call_seconds, midtrans_calls_refused_total
 
 logger = logging.getLogger(__name__)
 
@@ -842,6 +842,7 @@ def _request_once(
     }
     if isinstance(body, dict) and body.get("status_code"):
         log_fields["status_code"] = body.get("status_code")
+    midtrans_call_seconds.labels(operation=operation, outcome=log_fields["outcome"]).observe(duration_ms / 1000)
     if error is not None:
         logger.warning("midtrans_call", extra=log_fields)
         raise error

@@ -183,6 +183,8 @@ class Order(models.Model):
             models.Index(fields=["customer_email"], name="order_email_idx"),
             models.Index(fields=["customer_phone"], name="order_phone_idx"),
             models.Index(fields=["created_at"], name="order_created_idx"),
+            # The open review cases only, so /metrics counts them without reading every order.
+            models.Index(fields=["needs_review"], condition=Q(needs_review=True), name="order_needs_review_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from buatfilm.metrics import reconcile_changes_total, reconcile_runs_total
 from payments.services.idempotency import idempotency_purge
 from payments.services.reconcile import reconcile_sweep
 
@@ -17,7 +18,10 @@ def payments_reconcile() -> dict:
     """The reconciliation sweep (beat, every RECONCILE_INTERVAL_SECONDS)."""
     report = reconcile_sweep(actor="reconcile")
     if report is None:
+        reconcile_runs_total.labels(outcome="skipped").inc()
         return {"skipped": "another sweep is running"}
+    reconcile_runs_total.labels(outcome="errors" if report.errors else "ok").inc()
+    reconcile_changes_total.inc(len(report.changes))
     return {"checked": report.checked, "changed": len(report.changes), "errors": len(report.errors)}
 
 

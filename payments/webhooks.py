@@ -16,7 +16,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from buatfilm.metrics import webhook_rejected_total
+from buatfilm.metrics import webhook_outcomes_total, webhook_rejected_total
 from payments import midtrans
 from payments.services.events import EventDeferred, EventProcessingFailed, notification_receive
 
@@ -51,6 +51,18 @@ def _reject(request, *, status: int, reason: str, code: str, message: str, order
 @csrf_exempt
 @require_POST
 def midtrans_notification(request):
+    response = _notification_answer(request)
+    webhook_outcomes_total.labels(result=_outcome_label(response)).inc()
+    return response
+
+
+def _outcome_label(response) -> str:
+    if response.status_code == 200:
+        return json.loads(response.content).get("result", "applied")
+    return "unavailable" if response.status_code == 503 else "rejected"
+
+
+def _notification_answer(request):
     try:
         return _notification_handle(request)
     except Exception:

@@ -19,6 +19,8 @@ GOOD = {
     "MIDTRANS_SIMULATOR": "false",
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "PUBLIC_BASE_URL": "https://buatfilm.example",
+    "COURSE_ACCESS_URL": "https://kelas.example/{course}?token={token}",
+    "METRICS_TOKEN": "a-metrics-token-for-this-test-only",
     "ENV_FILE": "/nonexistent",
 }
 
@@ -50,6 +52,13 @@ def run_check(**overrides):
 def test_call_limits_that_leave_a_web_thread_free_pass(overrides):
     result = run_check(**overrides)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unset_metrics_token_is_warned_about_but_does_not_stop_the_process():
+    result = run_check(METRICS_TOKEN=None)
+    assert result.returncode == 0, result.stderr
+    assert "buatfilm.W001" in result.stderr + result.stdout
+    assert "METRICS_TOKEN" in result.stderr + result.stdout
 
 
 def test_good_configuration_passes():
@@ -123,6 +132,9 @@ def test_good_configuration_passes():
         ),
         ({"COURSE_ACCESS_URL": "https://kelas.example/{course?token={token}"}, "buatfilm.E014", ["COURSE_ACCESS_URL"]),
         ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "buatfilm.E016", ["REQUESTS_CA_BUNDLE", "certifi"]),
+        ({"COURSE_ACCESS_URL": None}, "buatfilm.E018", ["COURSE_ACCESS_URL", "{course}", "{token}"]),
+        ({"METRICS_ALLOWED_IPS": "10.0.0.0/8,not-an-ip"}, "buatfilm.E019", ["METRICS_ALLOWED_IPS", "not-an-ip"]),
+        ({"DB_WEB_CALL_TIMEOUT_MS": "3000"}, "buatfilm.E020", ["DB_WEB_CALL_TIMEOUT_MS", "3000"]),
         (
             {"REQUESTS_CA_BUNDLE": None, "CURL_CA_BUNDLE": "/nonexistent/certs"},
             "buatfilm.E016",

@@ -45,6 +45,7 @@ def web(midtrans_sim):
         WEB_THREADS=6,
         MIDTRANS_MAX_CONCURRENT_CALLS=2,
         MIDTRANS_SIMULATOR="false",
+        COURSE_ACCESS_URL="https://kelas.example/{course}?token={token}",
         MIDTRANS_SNAP_URL=midtrans_sim.base_url,
         MIDTRANS_API_URL=midtrans_sim.base_url,
         PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
