@@ -20,10 +20,10 @@ from django.views.decorators.http import require_POST
 
 from payments.exports import orders_csv_response
 from payments.models import Order, PaymentAttempt, Refund
-from payments.services.events import MONEY_HOLDING_ATTEMPT_STATUSES
 from payments.services.reconcile import order_sync_by_operator
 from payments.services.refunds import RefundRefused, refund_request
 from payments.services.support import SupportRefused, access_resend, contact_correct, review_resolve
+from payments.states import MONEY_HOLDING_ATTEMPT_STATUSES
 
 # (permission, what it is called in the admin) per tool.
 TOOL_PERMISSIONS = {

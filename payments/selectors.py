@@ -6,13 +6,8 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from entitlements.models import Entitlement
-from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Package, PaymentAttempt
-
-# Orders that hold a seat once paid: a refund in full or a chargeback gives the seat back.
-SEAT_HOLDING_PAID_STATUSES = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED)
-
-# Attempts a customer can still pay with: a Snap token exists and Midtrans may still take money.
-PAYABLE_ATTEMPT_STATUSES = (AttemptStatus.OPEN, AttemptStatus.PENDING, AttemptStatus.CHALLENGE)
+from payments.models import DiscountCode, Order, OrderStatus, Package, PaymentAttempt
+from payments.states import PAID_ORDER_STATUSES, PAYABLE_ATTEMPT_STATUSES
 
 
 def package_list_active() -> QuerySet[Package]:
@@ -23,7 +18,7 @@ def package_seats_taken(*, package: Package, now: datetime | None = None) -> int
     """Paid orders plus live open orders: the seats no one else may buy right now."""
     now = now or timezone.now()
     return Order.objects.filter(
-        Q(status__in=SEAT_HOLDING_PAID_STATUSES) | Q(status__in=Order.OPEN_STATUSES, expires_at__gt=now),
+        Q(status__in=PAID_ORDER_STATUSES) | Q(status__in=Order.OPEN_STATUSES, expires_at__gt=now),
         package=package,
     ).count()
 

@@ -28,6 +28,7 @@ from notifications.models import Notification
 from payments import notices
 from payments.models import LegacyPaidNotice, Order, OrderStatus
 from payments.services.audit import audit_record
+from payments.states import order_lock
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def entitlements_backfill(*, actor: str = "backfill_entitlements", dry_run: bool
     changes: list[str] = []
     for order_id in _ids(Order.objects.filter(status__in=keep).exclude(id__in=active)):
         with transaction.atomic():
-            order = Order.objects.select_for_update().select_related("package").get(pk=order_id)
+            order = order_lock(order_id=order_id)
             if order.status not in keep or Entitlement.objects.filter(order_id=order_id, status="active").exists():
                 continue  # changed since the ids were read
             changes.append(f"grant {order.id} {order.package.course_code} ({order.status})")
@@ -73,7 +74,7 @@ def entitlements_backfill(*, actor: str = "backfill_entitlements", dry_run: bool
             audit_record(actor=actor, action="entitlement_backfilled", obj=order, new_value={"granted": True})
     for order_id in _ids(Order.objects.filter(status__in=lose, id__in=active)):
         with transaction.atomic():
-            order = Order.objects.select_for_update().get(pk=order_id)
+            order = order_lock(order_id=order_id)
             if order.status not in lose:
                 continue
             changes.append(f"revoke {order.id} ({order.status})")
@@ -134,7 +135,7 @@ def paid_notices_backfill(
         if wait > 0:
             sleep(wait)
         with transaction.atomic():
-            order = Order.objects.select_for_update().select_related("package").get(pk=order_id)
+            order = order_lock(order_id=order_id)
             if order.status not in keep:
                 continue
             # Paid long ago, in the old system: not a new sale for the operators.

@@ -33,7 +33,6 @@ from payments import midtrans
 from payments.models import AttemptStatus, DiscountCode, Order, OrderStatus, Package, PaymentAttempt
 from payments.notices import notice_expired, notice_payment_instructions
 from payments.selectors import (
-    PAYABLE_ATTEMPT_STATUSES,
     order_open_for,
     package_for_checkout,
     package_seats_taken,
@@ -48,19 +47,13 @@ from payments.services.discounts import (
     discount_redeem,
 )
 from payments.services.events import attempt_status_set, order_status_set
+from payments.states import CLOSED_ORDER_STATUSES, EVER_PAID_ORDER_STATUSES, PAYABLE_ATTEMPT_STATUSES, order_lock
 
 logger = logging.getLogger(__name__)
 
 ACTOR = "checkout"
 OPEN_CONSTRAINT = "order_one_open_per_email_package"
 
-PAID_STATUSES = (
-    OrderStatus.PAID,
-    OrderStatus.PARTIALLY_REFUNDED,
-    OrderStatus.REFUNDED,
-    OrderStatus.CHARGEBACK,
-)
-CLOSED_STATUSES = (OrderStatus.EXPIRED, OrderStatus.FAILED, OrderStatus.CANCELLED)
 
 # How long a caller waits for another request's Snap call on the same order (a double click)
 # before answering "try again"; polled, never holding a transaction open.
@@ -454,11 +447,12 @@ def _snap_budget_seconds() -> float:
 def _order_pay_decide(*, order_id: str):
     now = timezone.now()
     with transaction.atomic():
-        # of=("self",): lock the order row only; the package row is the capacity lock.
-        order = Order.objects.select_for_update(of=("self",)).select_related("package").get(pk=order_id)
-        if order.status in PAID_STATUSES:
+        order = order_lock(order_id=order_id)
+        if order is None:
+            raise Order.DoesNotExist(order_id)
+        if order.status in EVER_PAID_ORDER_STATUSES:
             raise AlreadyPaid(order_id=order.id)
-        if order.status in CLOSED_STATUSES:
+        if order.status in CLOSED_ORDER_STATUSES:
             return ("expired", None)
         if order.expires_at <= now:
             _order_status_set(order=order, new=OrderStatus.EXPIRED, reason="payment window over")
@@ -625,8 +619,7 @@ def _attempt_token_store(*, attempt: PaymentAttempt, snap: midtrans.SnapTransact
 
 def _attempt_snap_failed(*, order_id: str, attempt_id: int, error: Exception) -> None:
     with transaction.atomic():
-        # Lock order: the order, then the attempt.
-        list(Order.objects.select_for_update().filter(pk=order_id).values_list("pk", flat=True))
+        order_lock(order_id=order_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.status == AttemptStatus.INITIATED:
             _attempt_status_set(
@@ -672,7 +665,7 @@ def order_expire_stale(*, order_id: str) -> bool:
     return True
 
 
-# --- Status changes (locked rows only; the transition tables live in services/events.py) ------------
+# --- Status changes (locked rows only; the transition tables live in payments/states.py) ------------
 
 
 def _order_status_set(*, order: Order, new: str, reason: str) -> None:

@@ -1,7 +1,7 @@
 """What Midtrans says about a payment, applied to our orders exactly once.
 
-The transition tables for orders and payment attempts live here, and so does the ONE
-function that applies a confirmed Midtrans status to an attempt: `payment_status_apply`.
+The ONE function that applies a confirmed Midtrans status to an attempt lives here:
+`payment_status_apply` (the transition tables and the locks are in payments.states).
 The webhook, the reconciliation sweep, the replay command and the admin's "Sync from
 Midtrans" all end up in it. It records the `PaymentEvent` and applies every effect in one
 database transaction that locks the order row, then the attempt row (the project's one
@@ -11,8 +11,8 @@ revoke, the audit rows and the outbox rows (through payments.notices).
 Why effects happen once under duplicated, reordered and concurrent notifications:
 - the state machines are monotonic: a status that would move backwards is recorded as
   stale and changes nothing; a status equal to the current one is a duplicate;
-- a webhook body is stored once (unique dedup key), and an event that was processed is
-  never processed again (checked again under the order lock);
+- a webhook body is stored once per meaning (unique dedup key, see meaning_of), and an
+  event that was processed is never processed again (checked again under the order lock);
 - the entitlement and the outbox rows are unique per order / per dedupe key.
 """
 
@@ -46,67 +46,24 @@ from payments.models import (
 )
 from payments.services.audit import audit_batch, audit_record
 from payments.services.discounts import discount_use_follow
+from payments.states import (
+    MONEY_HOLDING_ATTEMPT_STATUSES,
+    PAID_ORDER_STATUSES,
+    TransitionNotAllowed,
+    attempt_transition_allowed,
+    attempts_lock,
+    order_lock,
+    order_transition_allowed,
+)
 
 logger = logging.getLogger(__name__)
-
-
-# --- Transition tables ------------------------------------------------------------------------
 
 _O = OrderStatus
 _A = AttemptStatus
 
-# Order: CREATED -> PENDING_PAYMENT -> PAID -> {PARTIALLY_REFUNDED -> REFUNDED, CHARGEBACK};
-# CREATED|PENDING_PAYMENT -> {EXPIRED, FAILED, CANCELLED}. Money that arrives late moves an
-# EXPIRED/FAILED/CANCELLED order to PAID (access is granted, an operator is alerted). A bank
-# reversal (deny after settlement) takes a PAID order to FAILED: it is not paid after all.
-ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
-    _O.CREATED: frozenset({_O.PENDING_PAYMENT, _O.PAID, _O.EXPIRED, _O.FAILED, _O.CANCELLED}),
-    _O.PENDING_PAYMENT: frozenset({_O.PAID, _O.EXPIRED, _O.FAILED, _O.CANCELLED}),
-    _O.PAID: frozenset({_O.PARTIALLY_REFUNDED, _O.REFUNDED, _O.CHARGEBACK, _O.FAILED}),
-    _O.PARTIALLY_REFUNDED: frozenset({_O.REFUNDED, _O.CHARGEBACK}),
-    _O.REFUNDED: frozenset(),
-    _O.CHARGEBACK: frozenset(),
-    _O.EXPIRED: frozenset({_O.PAID}),
-    _O.FAILED: frozenset({_O.PAID}),
-    _O.CANCELLED: frozenset({_O.PAID}),
-}
 
-# Attempt: initiated -> open -> pending -> challenge | paid | failed | expired;
-# paid -> reversed | partially_refunded | refunded | chargeback. A failed or expired
-# attempt may still turn out paid (Midtrans is the truth about money); nothing else
-# moves backwards.
-ATTEMPT_TRANSITIONS: dict[str, frozenset[str]] = {
-    _A.INITIATED: frozenset({_A.OPEN, _A.PENDING, _A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
-    _A.OPEN: frozenset({_A.PENDING, _A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
-    _A.PENDING: frozenset({_A.CHALLENGE, _A.PAID, _A.FAILED, _A.EXPIRED}),
-    _A.CHALLENGE: frozenset({_A.PAID, _A.FAILED, _A.EXPIRED}),
-    _A.FAILED: frozenset({_A.PAID}),
-    _A.EXPIRED: frozenset({_A.PAID}),
-    _A.PAID: frozenset({_A.REVERSED, _A.PARTIALLY_REFUNDED, _A.REFUNDED, _A.CHARGEBACK}),
-    _A.PARTIALLY_REFUNDED: frozenset({_A.REFUNDED, _A.CHARGEBACK}),
-    _A.REVERSED: frozenset(),
-    _A.REFUNDED: frozenset(),
-    _A.CHARGEBACK: frozenset(),
-}
-
-# Attempts whose money Midtrans holds for us (a refund may still be partial).
-MONEY_HOLDING_ATTEMPT_STATUSES = frozenset({_A.PAID, _A.PARTIALLY_REFUNDED})
-# Orders that count as paid for access purposes.
-PAID_ORDER_STATUSES = frozenset({_O.PAID, _O.PARTIALLY_REFUNDED})
 # Event results after which the event is never applied again.
 FINAL_EVENT_RESULTS = frozenset({EventResult.APPLIED, EventResult.DUPLICATE, EventResult.STALE, EventResult.MISMATCH})
-
-
-class TransitionNotAllowed(Exception):
-    pass
-
-
-def order_transition_allowed(*, old: str, new: str) -> bool:
-    return new in ORDER_TRANSITIONS.get(old, frozenset())
-
-
-def attempt_transition_allowed(*, old: str, new: str) -> bool:
-    return new in ATTEMPT_TRANSITIONS.get(old, frozenset())
 
 
 def order_status_set(*, order: Order, new: str, actor: str, reason: str, event_id: int | None = None) -> None:
@@ -789,10 +746,10 @@ def payment_status_apply(
         attempt_pk, order_pk = ref.pk, ref.order_id
         # The project's lock order: the order row, then the attempt row. The package comes
         # along (a grant needs its course) but is not locked.
-        order = Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_pk)
+        order = order_lock(order_id=order_pk)
         # All of the order's attempts in one read: this one is changed, the others decide
         # (another live one keeps the order open, another paid one makes this a double payment).
-        siblings = list(PaymentAttempt.objects.filter(order_id=order_pk).order_by("number").select_for_update())
+        siblings = attempts_lock(order_id=order_pk)
         attempt = next(a for a in siblings if a.pk == attempt_pk)
         event, processed = _event_locked(
             event_id=event_id, source=source, status=status, midtrans_order_id=midtrans_order_id
@@ -991,7 +948,7 @@ def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOu
     means that did not happen and the order is left alone. None when nothing changed.
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        order = order_lock(order_id=order_id)
         if order is None or order.status not in Order.OPEN_STATUSES or order.expires_at > timezone.now():
             return None
         if order.attempts.filter(status__in=PaymentAttempt.LIVE_STATUSES).exists():

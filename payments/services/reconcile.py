@@ -47,7 +47,6 @@ from payments import midtrans, notices
 from payments.models import EventResult, EventSource, Order, PaymentAttempt, PaymentEvent
 from payments.services.audit import audit_record
 from payments.services.events import (
-    MONEY_HOLDING_ATTEMPT_STATUSES,
     ApplyOutcome,
     EventDeferred,
     EventProcessingFailed,
@@ -58,6 +57,7 @@ from payments.services.events import (
     status_names_attempt,
     status_signal,
 )
+from payments.states import CLOSED_ATTEMPT_STATUSES, MONEY_HOLDING_ATTEMPT_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,6 @@ class ReconcileReport:
             + (" stopped_early=yes (Midtrans unavailable)" if self.stopped_early else "")
             + (" dry_run=yes" if self.dry_run else "")
         )
-
-
-# Attempts we gave up on; Midtrans may still report one pending (see attempt_sync).
-CLOSED_ATTEMPT_STATUSES = (PaymentAttempt.Status.EXPIRED, PaymentAttempt.Status.FAILED)
 
 
 class _MidtransDown(Exception):

@@ -34,7 +34,8 @@ from common.money import rupiah_format
 from payments import midtrans
 from payments.models import EventSource, Order, PaymentAttempt, Refund
 from payments.services.audit import audit_record
-from payments.services.events import MONEY_HOLDING_ATTEMPT_STATUSES, payment_status_apply
+from payments.services.events import payment_status_apply
+from payments.states import MONEY_HOLDING_ATTEMPT_STATUSES, attempts_lock, order_lock
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +143,10 @@ def _refund_reserve(
     Returns (refund, resumed): `resumed` when this repeats a refund whose earlier call to
     Midtrans ended without an answer; it is tried again with the same refund_key."""
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        order = order_lock(order_id=order_id)
         if order is None:
             raise RefundRefused(f"No order {order_id!r}.")
-        attempts = list(PaymentAttempt.objects.select_for_update().filter(order=order).order_by("number"))
+        attempts = attempts_lock(order_id=order.pk)
         refunds = list(Refund.objects.select_for_update().filter(order=order).order_by("pk"))
         attempt = _attempt_choose(order=order, attempts=attempts, midtrans_order_id=midtrans_order_id)
         _method_check(attempt=attempt, offline=offline)

@@ -24,7 +24,7 @@ from payments import notices
 from payments.models import AuditEntry, Order
 from payments.services.audit import audit_record
 from payments.services.checkout import phone_normalize
-from payments.services.events import PAID_ORDER_STATUSES
+from payments.states import PAID_ORDER_STATUSES, order_lock
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SupportRefused(Exception):
 
 
 def _order_locked(order_id: str) -> Order:
-    order = Order.objects.select_for_update().select_related("package").filter(pk=order_id).first()
+    order = order_lock(order_id=order_id)
     if order is None:
         raise SupportRefused(f"No order {order_id!r}.")
     return order
