@@ -522,28 +522,40 @@ def notification_sweep() -> dict:
     return summary
 
 
-def _alert_enqueue(*, subject: str, body: str, dedupe_key: str) -> int:
-    """Email the operators (ALERT_EMAILS) through the outbox itself. Returns how many were enqueued."""
+def alert_enqueue(*, template: str, context: dict, dedupe_key: str, reference: str = "") -> int:
+    """Email `template` to every operator in ALERT_EMAILS through the outbox, once per
+    `dedupe_key` and recipient however often the cause repeats. Never raises for a bad
+    address (an alert must not abort the transaction it describes). Returns how many
+    messages this call enqueued."""
     if not settings.ALERT_EMAILS:
-        logger.error("outbox_alert_no_recipients", extra={"subject": subject})
+        logger.error("operator_alert_no_recipients", extra={"order_id": reference, "template": template})
         return 0
     from notifications.rendering import email_render
 
-    rendered = email_render(
-        template="outbox_alert",
-        context={"subject": subject, "body": body, "admin_url": f"{settings.PUBLIC_BASE_URL}/admin/notifications/"},
-    )
+    rendered = email_render(template=template, context=context)
+    messages = []
     for recipient in settings.ALERT_EMAILS:
-        notification_enqueue(
-            channel=Notification.Channel.EMAIL,
-            template="outbox_alert",
-            recipient=recipient,
-            subject=rendered.subject[:255],
-            body_text=rendered.body_text,
-            body_html=rendered.body_html,
-            dedupe_key=f"{dedupe_key}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}",
-        )
-    return len(settings.ALERT_EMAILS)
+        try:
+            messages.append(
+                OutboxMessage(
+                    channel=Notification.Channel.EMAIL,
+                    template=template,
+                    recipient=recipient,
+                    subject=rendered.subject[:255],
+                    body_text=rendered.body_text,
+                    body_html=rendered.body_html,
+                    dedupe_key=f"{dedupe_key}:{hashlib.sha256(recipient.encode()).hexdigest()[:16]}",
+                    reference=reference,
+                )
+            )
+        except NotificationInputError as exc:
+            logger.error("operator_alert_skipped", extra={"order_id": reference, "error": str(exc)})
+    return len(notification_enqueue_many(messages=messages))
+
+
+def _outbox_alert(*, subject: str, body: str, dedupe_key: str) -> int:
+    context = {"subject": subject, "body": body, "admin_url": f"{settings.PUBLIC_BASE_URL}/admin/notifications/"}
+    return alert_enqueue(template="outbox_alert", context=context, dedupe_key=dedupe_key)
 
 
 def _outbox_alerts_raise(*, now) -> dict:
@@ -565,7 +577,7 @@ def _outbox_alerts_raise(*, now) -> dict:
             logger.error("outbox_backlog", extra={"oldest_pending_seconds": round(age), "backlog": backlog})
             with transaction.atomic():
                 # At most one email per hour while the backlog lasts.
-                _alert_enqueue(
+                _outbox_alert(
                     subject="Pesan tertunda di antrean",
                     body=(
                         f"{backlog} pesan belum terkirim; yang tertua menunggu {round(age / 60)} menit.\n"
@@ -590,7 +602,7 @@ def _outbox_alerts_raise(*, now) -> dict:
             # An alert about an alert that died would only loop; the log line above is the alert.
             if any(not n.template.endswith("_alert") for n in dead):
                 digest = hashlib.sha256(",".join(str(n.pk) for n in dead).encode()).hexdigest()[:16]
-                _alert_enqueue(
+                _outbox_alert(
                     subject=f"{len(dead)} pesan gagal terkirim (dead letter)",
                     body="\n".join(lines) + "\n\nSetelah penyebabnya diperbaiki, kirim ulang dengan Requeue di admin "
                     "atau `manage.py requeue_notifications --dead`.",

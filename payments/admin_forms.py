@@ -83,7 +83,7 @@ class DiscountCodeForm(ServiceForm):
 
     def clean_code(self):
         # Stored upper-case, as the service normalises it (the model's constraint insists).
-        return (self.cleaned_data.get("code") or "").strip().upper()
+        return DiscountCode.code_normalize(self.cleaned_data.get("code"))
 
     def service_call(self, *, actor: str):
         data = self.cleaned_data

@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from payments import selectors
-from payments.models import Order
+from payments.models import DiscountCode, Order
 from payments.services import checkout
 from payments.services.discounts import MSG_UNKNOWN, discount_problem
 from payments.services.idempotency import (
@@ -327,7 +327,7 @@ class CheckoutApi(ApiView):
                 raise serializers.ValidationError(str(exc)) from exc
 
         def validate_discount_code(self, value):
-            value = (value or "").strip().upper()
+            value = DiscountCode.code_normalize(value)
             if not value:
                 return ""
             discount = selectors.discount_get(code=value)

@@ -102,6 +102,11 @@ class DiscountCode(models.Model):
     def __str__(self):
         return self.code
 
+    @staticmethod
+    def code_normalize(code: str | None) -> str:
+        """How a code is stored and looked up: trimmed, upper-case ("lebaran " finds LEBARAN)."""
+        return (code or "").strip().upper()
+
 
 class OrderStatus(models.TextChoices):
     CREATED = "CREATED", "Created"  # committed, no Snap token yet

@@ -25,7 +25,7 @@ from common.money import rupiah_format
 from entitlements.services import access_link_build
 from notifications.models import Notification
 from notifications.rendering import email_render, whatsapp_render
-from notifications.services import NotificationInputError, OutboxMessage, notification_enqueue_many
+from notifications.services import NotificationInputError, OutboxMessage, alert_enqueue, notification_enqueue_many
 from payments.models import PaymentEvent
 
 logger = logging.getLogger(__name__)
@@ -276,27 +276,11 @@ def _admin_order_url(order_id: str) -> str:
 
 
 def notice_alert(*, order_id: str, subject: str, body: str) -> None:
-    """Email to every address in settings.ALERT_EMAILS. The same alert (order, subject, body)
-    is sent once however often the cause repeats (duplicate webhooks, sweeps)."""
+    """Email the operators (ALERT_EMAILS). The same alert (order, subject, body) is sent once
+    however often the cause repeats (duplicate webhooks, sweeps)."""
     logger.warning("operator_alert", extra={"order_id": order_id, "subject": subject})
-    if not settings.ALERT_EMAILS:
-        logger.warning("operator_alert_no_recipients", extra={"order_id": order_id, "subject": subject})
-        return
     context = {"order_id": order_id, "subject": subject, "body": body, "admin_url": _admin_order_url(order_id)}
-    rendered = email_render(template="operator_alert", context=context)
-    messages = []
-    for recipient in settings.ALERT_EMAILS:
-        digest = hashlib.sha256(f"{subject}\n{body}\n{recipient}".encode()).hexdigest()[:24]
-        messages.append(
-            _message(
-                order_id=order_id,
-                channel=EMAIL,
-                template="operator_alert",
-                recipient=recipient,
-                subject=rendered.subject[:255],
-                body_text=rendered.body_text,
-                body_html=rendered.body_html,
-                dedupe_key=f"alert:{order_id}:{digest}",
-            )
-        )
-    _enqueue(*messages)
+    digest = hashlib.sha256(f"{subject}\n{body}".encode()).hexdigest()[:24]
+    alert_enqueue(
+        template="operator_alert", context=context, dedupe_key=f"alert:{order_id}:{digest}", reference=order_id
+    )

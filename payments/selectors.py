@@ -75,7 +75,7 @@ def attempt_payable(*, order: Order) -> PaymentAttempt | None:
 
 
 def discount_get(*, code: str) -> DiscountCode | None:
-    code = (code or "").strip().upper()
+    code = DiscountCode.code_normalize(code)
     if not code:
         return None
     return DiscountCode.objects.select_related("package").filter(code=code).first()

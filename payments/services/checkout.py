@@ -42,7 +42,6 @@ from payments.services.discounts import (
     MSG_EXHAUSTED,
     MSG_UNKNOWN,
     discount_amount_compute,
-    discount_code_normalize,
     discount_problem,
     discount_redeem,
 )
@@ -261,7 +260,7 @@ def order_create(
                 name=name.strip(),
                 email=email,
                 phone=phone,
-                discount_code=discount_code_normalize(discount_code),
+                discount_code=DiscountCode.code_normalize(discount_code),
                 meta=meta,
                 now=now,
             )

@@ -40,10 +40,6 @@ class DiscountError(ValueError):
     """Bad discount definition; the message is shown to the operator as is."""
 
 
-def discount_code_normalize(code: str) -> str:
-    return (code or "").strip().upper()
-
-
 def discount_amount_compute(*, discount: DiscountCode, price: int) -> int:
     """Rupiah taken off `price`. Percent rounds down, so the customer never pays a fraction."""
     if discount.kind == DiscountCode.Kind.PERCENT:
@@ -103,7 +99,7 @@ def discount_upsert(
     actor: str = "system",
 ) -> DiscountUpsertResult:
     """Create a code or set an existing one to exactly this definition (its use count is kept)."""
-    code = discount_code_normalize(code)
+    code = DiscountCode.code_normalize(code)
     if not CODE_RE.match(code):
         raise DiscountError(f"code {code!r} must be 1-40 letters, digits, '-' or '_'.")
     if (percent is None) == (amount is None):

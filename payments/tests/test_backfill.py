@@ -159,7 +159,7 @@ def test_backfill_notifications_keeps_to_the_rate():
     ("args", "message"),
     [
         (["--message", "order_expired"], "--message 'order_expired' is not one of: payment_received"),
-        (["--message", "payment_received", "--since", "kemarin"], "--since 'kemarin' is not an ISO date"),
+        (["--message", "payment_received", "--since", "kemarin"], "argument --since: 'kemarin' is not an ISO date"),
         (["--message", "payment_received", "--per-minute", "0"], "--per-minute must be greater than zero"),
     ],
 )

@@ -6,26 +6,12 @@ manage.py requeue_notifications --id 41 --id 42              these (they must be
 """
 
 import getpass
-from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
+from common.moments import moment_argument
 from notifications.models import Notification
 from notifications.services import NotificationInputError, notification_requeue
-
-
-def _since_parse(value: str):
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is None:
-            raise CommandError(f"--since {value!r} is not an ISO date or date-time (e.g. 2026-11-22T08:00+07:00)")
-        moment = datetime(day.year, day.month, day.day)
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)  # naive means Jakarta time (TIME_ZONE)
-    return moment
 
 
 class Command(BaseCommand):
@@ -34,7 +20,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dead", action="store_true", help="Requeue every dead letter (see --since).")
         parser.add_argument("--id", type=int, action="append", dest="ids", default=[], help="A notification id.")
-        parser.add_argument("--since", help="Only messages that became dead at or after this ISO date/date-time.")
+        parser.add_argument(
+            "--since", type=moment_argument, help="Only messages that became dead at or after this ISO date/date-time."
+        )
 
     def handle(self, *args, dead, ids, since, **options):
         if not dead and not ids:
@@ -55,7 +43,7 @@ class Command(BaseCommand):
         if dead:
             queryset |= Notification.objects.filter(status=Notification.Status.DEAD)
         if since:
-            queryset = queryset.filter(updated_at__gte=_since_parse(since))
+            queryset = queryset.filter(updated_at__gte=since)
 
         actor = f"cli:{getpass.getuser()}"
         requeued = []

@@ -8,7 +8,7 @@ purpose, at most once per order, at most --per-minute orders a minute
 
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.management.commands.reconcile_payments import _parse_since
+from common.moments import moment_argument
 from payments.services.backfill import paid_notices_backfill
 
 MESSAGES = ["payment_received"]
@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--message", required=True, help=f"the message to send: {', '.join(MESSAGES)}")
-        parser.add_argument("--since", metavar="ISO", help="only orders paid since then")
+        parser.add_argument("--since", metavar="ISO", type=moment_argument, help="only orders paid since then")
         parser.add_argument(
             "--only-unsent", action="store_true", help="only orders the old system recorded as not told"
         )
@@ -31,7 +31,7 @@ class Command(BaseCommand):
             raise CommandError(f"--message {options['message']!r} is not one of: {', '.join(MESSAGES)}.")
         if options["per_minute"] is not None and options["per_minute"] <= 0:
             raise CommandError("--per-minute must be greater than zero.")
-        since = _parse_since(options["since"]) if options["since"] else None
+        since = options["since"]
         report = paid_notices_backfill(
             since=since,
             only_unsent=options["only_unsent"],

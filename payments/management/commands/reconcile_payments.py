@@ -5,27 +5,11 @@ events and orphans, applies what it says, and prints every change. The same swee
 Celery beat runs every RECONCILE_INTERVAL_SECONDS.
 """
 
-from datetime import datetime
-
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
+from common.moments import moment_argument
 from payments.models import Order
 from payments.services.reconcile import reconcile_run
-
-
-def _parse_since(value: str):
-    moment = parse_datetime(value)
-    if moment is None:
-        day = parse_date(value)
-        if day is not None:
-            moment = datetime(day.year, day.month, day.day)
-    if moment is None:
-        raise CommandError(f"--since {value!r} is not an ISO date or date-time (e.g. 2026-11-22T08:00+07:00).")
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)  # in TIME_ZONE (Asia/Jakarta)
-    return moment
 
 
 class Command(BaseCommand):
@@ -33,11 +17,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--order", metavar="ID", help="only this order (all its attempts, paid ones included)")
-        parser.add_argument("--since", metavar="ISO", help="only orders, attempts and events created since then")
+        parser.add_argument(
+            "--since", metavar="ISO", type=moment_argument, help="only orders, attempts and events created since then"
+        )
         parser.add_argument("--dry-run", action="store_true", help="read from Midtrans, change nothing, print")
 
     def handle(self, *args, **options):
-        since = _parse_since(options["since"]) if options["since"] else None
+        since = options["since"]
         order_id = options["order"]
         if order_id and not Order.objects.filter(pk=order_id).exists():
             raise CommandError(f"No order {order_id!r}.")
