@@ -77,7 +77,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "buatfilm.logging.RequestIdMiddleware",
+    "common.logging.RequestIdMiddleware",
     # Before anything that may touch the database (sessions, auth): every call is bounded.
     "buatfilm.dbdeadline.DatabaseDeadlineMiddleware",
     "buatfilm.metrics.RequestMetricsMiddleware",
@@ -491,10 +491,10 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "buatfilm.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "common.logging.RequestIdFilter"}},
     "formatters": {
-        "json": {"()": "buatfilm.logging.JsonFormatter"},
-        "text": {"()": "buatfilm.logging.KeyValueFormatter"},
+        "json": {"()": "common.logging.JsonFormatter"},
+        "text": {"()": "common.logging.KeyValueFormatter"},
     },
     "handlers": {
         "console": {

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from buatfilm.admin import ReadOnlyModelAdmin
+from common.admin import ReadOnlyModelAdmin
 from entitlements.models import Entitlement
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from notifications.models import Notification, NotificationAttempt
 from notifications.services import NotificationInputError, notification_requeue, notification_resend
 

@@ -470,7 +470,7 @@ NOTIFICATIONS_QUEUE = "notifications"
 
 def broker_queue_depth() -> int | None:
     """Kicks waiting in the broker's notifications queue; None when unknown (eager mode, broker down)."""
-    from buatfilm.celery import app
+    from celery import current_app as app
 
     if app.conf.task_always_eager:
         return None

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 
-from buatfilm.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 from entitlements.models import Entitlement
 from notifications.models import Notification
 from payments.admin_forms import CatalogFormAdmin, DiscountCodeForm, PackageForm

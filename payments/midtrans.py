@@ -47,7 +47,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from urllib3.util import create_urllib3_context
 
-from buatfilm.metrics import midtrans_call_seconds, midtrans_calls_refused_total
+from common.metrics import midtrans_call_seconds, midtrans_calls_refused_total
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from buatfilm.metrics import reconcile_changes_total, reconcile_runs_total
+from common.metrics import reconcile_changes_total, reconcile_runs_total
 from payments.services.idempotency import idempotency_purge
 from payments.services.reconcile import reconcile_sweep
 

@@ -16,7 +16,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from buatfilm.metrics import webhook_outcomes_total, webhook_rejected_total
+from common.metrics import webhook_outcomes_total, webhook_rejected_total
 from payments import midtrans
 from payments.services.events import EventDeferred, EventProcessingFailed, notification_receive
 

@@ -1,7 +1,7 @@
 import json
 import logging
 
-from buatfilm.logging import JsonFormatter, KeyValueFormatter, RequestIdFilter, request_id_var
+from common.logging import JsonFormatter, KeyValueFormatter, RequestIdFilter, request_id_var
 
 
 def _record(**extra):

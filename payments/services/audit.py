@@ -8,7 +8,7 @@ from contextvars import ContextVar
 
 from django.db import models, transaction
 
-from buatfilm.logging import current_request_id
+from common.logging import current_request_id
 from payments.models import AuditEntry
 
 # The entries of the innermost open audit_batch() (None outside one).

@@ -763,7 +763,7 @@ def test_failures_racing_resets_in_threads_never_declare_the_cache_down(settings
 
 def refused_count(breaker: str, reason: str) -> float:
     """buatfilm_midtrans_calls_refused_total for these labels, as /metrics reports it."""
-    from buatfilm.metrics import REGISTRY
+    from common.metrics import REGISTRY
 
     return (
         REGISTRY.get_sample_value("buatfilm_midtrans_calls_refused_total", {"breaker": breaker, "reason": reason})

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.test import Client
 
-from buatfilm.metrics import webhook_rejected_total
+from common.metrics import webhook_rejected_total
 from entitlements.models import Entitlement
 from payments.models import AuditEntry, Order, PaymentAttempt, PaymentEvent
 from payments.tests.factories import OrderFactory, PaymentAttemptFactory
