@@ -13,6 +13,8 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.template import loader
 
+from common.errors import error_response
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
@@ -24,7 +26,7 @@ def _wants_json(request) -> bool:
 
 
 def _json_error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "fields": {}}}, status=status)
+    return error_response(status, code, message)
 
 
 def _page(template: str, status: int) -> HttpResponse:

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from common.errors import error_response
 from common.metrics import REGISTRY, http_request_seconds
 
 
@@ -150,7 +151,7 @@ def _token_valid(request) -> bool:
 
 
 def _refused(status: int, code: str, message: str) -> JsonResponse:
-    response = JsonResponse({"error": {"code": code, "message": message, "fields": {}}}, status=status)
+    response = error_response(status, code, message)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
     return response

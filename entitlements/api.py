@@ -7,12 +7,12 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import error_body
 from entitlements.selectors import entitlement_for
 
 
 def _error(*, http_status: int, code: str, message: str, fields: dict | None = None) -> Response:
-    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
-    response = Response(body, status=http_status)
+    response = Response(error_body(code, message, fields), status=http_status)
     if http_status == status.HTTP_401_UNAUTHORIZED:
         response["WWW-Authenticate"] = 'Bearer realm="entitlements"'
     return response

@@ -18,6 +18,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from common.errors import error_body
 from payments import selectors
 from payments.models import DiscountCode, Order
 from payments.services import checkout
@@ -74,10 +75,6 @@ _DRF_CODES = {
 }
 
 
-def _error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "fields": fields or {}}}
-
-
 def _flatten_fields(detail) -> dict:
     """DRF's {field: [messages]} as {field: "first message"}."""
     if not isinstance(detail, dict):
@@ -114,25 +111,25 @@ def api_exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, ApiError):
-        response.data = _error_body(exc.error_code, exc.message, exc.fields)
+        response.data = error_body(exc.error_code, exc.message, exc.fields)
         for name, value in exc.headers.items():
             response[name] = value
     elif isinstance(exc, exceptions.ValidationError):
         fields = _flatten_fields(exc.detail)
         non_field = fields.pop("non_field_errors", None)
-        response.data = _error_body("invalid_request", non_field or "Periksa kembali data yang Anda isi.", fields)
+        response.data = error_body("invalid_request", non_field or "Periksa kembali data yang Anda isi.", fields)
     elif isinstance(exc, exceptions.Throttled):
         wait = int(exc.wait) if exc.wait is not None else None
         message = "Terlalu banyak permintaan. " + (
             f"Silakan coba lagi dalam {wait} detik." if wait else "Silakan coba lagi nanti."
         )
-        response.data = _error_body("rate_limited", message)
+        response.data = error_body("rate_limited", message)
     else:
         code, message = next(
             ((c, m) for cls, (c, m) in _DRF_CODES.items() if isinstance(exc, cls)),
             (getattr(exc, "default_code", "error"), str(getattr(exc, "detail", "Terjadi kesalahan."))),
         )
-        response.data = _error_body(code, message)
+        response.data = error_body(code, message)
     return response
 
 

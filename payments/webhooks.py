@@ -16,6 +16,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from common.errors import error_response
 from common.metrics import webhook_outcomes_total, webhook_rejected_total
 from payments import midtrans
 from payments.services.events import EventDeferred, EventProcessingFailed, notification_receive
@@ -28,7 +29,7 @@ RETRY_AFTER_SECONDS = "60"
 
 
 def _error(status: int, code: str, message: str, fields: dict | None = None) -> JsonResponse:
-    response = JsonResponse({"error": {"code": code, "message": message, "fields": fields or {}}}, status=status)
+    response = error_response(status, code, message, fields)
     if status == 503:
         response["Retry-After"] = RETRY_AFTER_SECONDS
     return response

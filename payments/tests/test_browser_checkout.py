@@ -55,7 +55,7 @@ def test_customer_fills_the_form_pays_on_the_simulator_and_lands_on_the_finish_p
     attempt = PaymentAttempt.objects.get(order=order)
     assert page.url.endswith(attempt.snap_token)
     assert page.is_visible(f"text={attempt.midtrans_order_id}")
-    assert page.is_visible("text=Rp99.000")
+    assert page.is_visible("text=Rp 99.000")  # the simulator's own page, as Midtrans writes it
 
     # when the customer picks a bank transfer and pays
     page.click("button[value=bca_va]")
