@@ -30,11 +30,12 @@ from urllib.parse import urljoin
 import requests
 from django.conf import settings
 from django.db import connections
-from django.db import transaction as db_transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from payments.simulator.models import SimNotification, SimRefundConfirmation, SimTransaction
+from payments.simulator import services
+from payments.simulator.models import SimNotification, SimRefundConfirmation
+from payments.simulator.outbox import sender_wake
 
 logger = logging.getLogger(__name__)
 
@@ -56,37 +57,6 @@ def retries_allowed(http_status: int | None) -> int:
     if http_status in (400, 404):
         return 2
     return 5
-
-
-def notification_destinations(transaction: SimTransaction) -> list[str]:
-    """Where this transaction's notifications go ("" = MIDTRANS_NOTIFICATION_URL, read at send time):
-    its X-Override-Notification URLs instead, or its X-Append-Notification URLs besides."""
-    if transaction.notification_override_urls:
-        return list(transaction.notification_override_urls)
-    return ["", *transaction.notification_append_urls]
-
-
-def notification_queue(*, transaction: SimTransaction, payloads: list[dict], delay_seconds: float = 0.0) -> list[int]:
-    """Queue notifications in this order (call inside the transaction that changed the state).
-
-    One row per payload and destination; each destination gets every payload, in order, and
-    its own retries, as Midtrans delivers to each URL on its own.
-    """
-    due = timezone.now() + timedelta(seconds=delay_seconds)
-    ids = []
-    destinations = notification_destinations(transaction)
-    for offset, payload in enumerate(payloads):
-        for target_url in destinations:
-            # Microsecond steps keep the delivery order equal to the given order.
-            row = SimNotification.objects.create(
-                transaction=transaction,
-                payload=payload,
-                target_url=target_url,
-                due_at=due + timedelta(microseconds=offset),
-            )
-            ids.append(row.id)
-    db_transaction.on_commit(dispatcher_wake)
-    return ids
 
 
 # --- Delivery ---------------------------------------------------------------------------------------
@@ -209,9 +179,7 @@ def deliveries_await(*, ids: list[int], timeout: float) -> list[SimNotification]
 
 
 def _refund_confirmations_apply_due(transaction_pks: list[int] | None) -> list[int]:
-    from payments.simulator.services import refund_confirmations_apply_due  # services imports this module
-
-    return refund_confirmations_apply_due(transaction_pks=transaction_pks)
+    return services.refund_confirmations_apply_due(transaction_pks=transaction_pks)
 
 
 def _refund_confirmation_next_due(transaction_pks: list[int] | None = None):
@@ -262,7 +230,7 @@ def deliveries_drain(*, only_ids: list[int] | None = None, wait_seconds: float =
 # --- The background thread -----------------------------------------------------------------------
 
 _lock = threading.Lock()
-_wake = threading.Event()
+_wake = sender_wake
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 
@@ -346,9 +314,7 @@ def _run() -> None:
         while not _stop.is_set():
             pause = IDLE_POLL_SECONDS
             try:
-                from payments.simulator.services import transactions_expire_due  # services imports this module
-
-                transactions_expire_due()
+                services.transactions_expire_due()
                 _refund_confirmations_apply_due(None)
                 while not _stop.is_set():
                     row = _claim_next()

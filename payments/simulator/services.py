@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from payments.simulator.dispatcher import notification_queue
 from payments.simulator.models import SimApiCall, SimIdempotencyKey, SimRefundConfirmation, SimTransaction
+from payments.simulator.outbox import notification_queue
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 MERCHANT_ID = "G000000000"

@@ -13,8 +13,8 @@ import hashlib
 from django.db import transaction
 
 from payments.simulator import services
-from payments.simulator.dispatcher import notification_queue
 from payments.simulator.models import SimNotification, SimTransaction
+from payments.simulator.outbox import notification_queue
 
 EVENTS = (
     "settlement",
