@@ -46,6 +46,7 @@ alerts-test: promtool
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	DATABASE_URL=sqlite:///:memory: $(BIN)/mypy
 
 migrations-check: install
 	DATABASE_URL=sqlite:///:memory: DEBUG=true MIDTRANS_SIMULATOR=true $(BIN)/python manage.py makemigrations --check --dry-run

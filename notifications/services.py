@@ -178,7 +178,12 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
                 "max_attempts": max_attempts,
             },
         )
-        log_extra = {"order_id": m.reference, "channel": m.channel, "template": m.template, "dedupe_key": key}
+        log_extra: dict[str, object] = {
+            "order_id": m.reference,
+            "channel": m.channel,
+            "template": m.template,
+            "dedupe_key": key,
+        }
         if is_new:
             created.append(row)
             logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
@@ -406,7 +411,7 @@ def _notification_finish(
     notification = claim.notification
     now = timezone.now()
     values: dict = {"updated_at": now, "lease_token": None, "lease_expires_at": None}
-    delay = None
+    delay = 0.0  # seconds to the next try, when one is scheduled
     if outcome == NotificationAttempt.Outcome.SENT:
         result = "sent"
         values |= {

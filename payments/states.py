@@ -86,10 +86,10 @@ def attempt_transition_allowed(*, old: str, new: str) -> bool:
 # --- Locks -------------------------------------------------------------------------------------
 
 
-def order_lock(*, order_id: str) -> Order | None:
-    """The order, locked for this transaction (its package read along, not locked); None when
-    there is no such order. Call inside transaction.atomic(), before locking anything else."""
-    return Order.objects.select_related("package").select_for_update(of=("self",)).filter(pk=order_id).first()
+def order_lock(*, order_id: str) -> Order:
+    """The order, locked for this transaction (its package read along, not locked); raises
+    Order.DoesNotExist. Call inside transaction.atomic(), before locking anything else."""
+    return Order.objects.select_related("package").select_for_update(of=("self",)).get(pk=order_id)
 
 
 def attempts_lock(*, order_id: str) -> list[PaymentAttempt]:

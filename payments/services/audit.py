@@ -29,7 +29,7 @@ def audit_record(
     entry = AuditEntry(
         actor=actor,
         action=action,
-        object_type=obj._meta.model_name,
+        object_type=str(obj._meta.model_name),
         object_id=str(obj.pk),
         old_value=old_value,
         new_value=new_value,

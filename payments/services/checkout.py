@@ -447,8 +447,6 @@ def _order_pay_decide(*, order_id: str):
     now = timezone.now()
     with transaction.atomic():
         order = order_lock(order_id=order_id)
-        if order is None:
-            raise Order.DoesNotExist(order_id)
         if order.status in EVER_PAID_ORDER_STATUSES:
             raise AlreadyPaid(order_id=order.id)
         if order.status in CLOSED_ORDER_STATUSES:

@@ -185,6 +185,7 @@ def status_code_mismatch(status: dict) -> str:
     """Why the body's status_code cannot go with its transaction_status; "" when it can."""
     ts, code = _text(status, "transaction_status"), _text(status, "status_code")
     signal = status_signal(status)
+    expected: frozenset[str] | None
     if signal == Signal.SUCCESS:
         expected = frozenset({"200"})
     elif ts == "capture" and signal == Signal.FAILURE:
@@ -460,7 +461,7 @@ def _decide(
         refunded = max(attempt.refunded_amount, min(refunded or 0, attempt.amount))
 
     if target == attempt.status:
-        if target == _A.PARTIALLY_REFUNDED and refunded > attempt.refunded_amount:
+        if target == _A.PARTIALLY_REFUNDED and (refunded or 0) > attempt.refunded_amount:
             pass  # another partial refund: the amounts move on, the status stays
         else:
             return _Effects(result=EventResult.DUPLICATE)
@@ -949,7 +950,7 @@ def order_expire(*, order_id: str, actor: str, dry_run: bool = False) -> ApplyOu
     """
     with transaction.atomic():
         order = order_lock(order_id=order_id)
-        if order is None or order.status not in Order.OPEN_STATUSES or order.expires_at > timezone.now():
+        if order.status not in Order.OPEN_STATUSES or order.expires_at > timezone.now():
             return None
         if order.attempts.filter(status__in=PaymentAttempt.LIVE_STATUSES).exists():
             return None
@@ -1019,6 +1020,7 @@ def event_process(
     confirm = bool(settings.MIDTRANS_CONFIRM_WITH_STATUS_API) and known
     status = event.payload
     if confirm:
+        assert ref is not None  # known
         try:
             # Asked by our own order id: a notification may name the attempt by its transaction id.
             status = status_confirm(midtrans_order_id=ref.midtrans_order_id)
@@ -1059,7 +1061,7 @@ def event_process(
             )
             return ApplyOutcome(result="unconfirmed", midtrans_order_id=midtrans_order_id, event_id=event.pk)
 
-    if not confirm and known:
+    if not confirm and ref is not None:
         why = status_code_mismatch(status)
         if why:
             return _status_mismatch_record(event_id=event.pk, attempt_ref=ref, reason=why, dry_run=dry_run)
@@ -1067,7 +1069,7 @@ def event_process(
     replay_as_new = force and event.result in FINAL_EVENT_RESULTS
     try:
         return payment_status_apply(
-            midtrans_order_id=ref.midtrans_order_id if known else midtrans_order_id,
+            midtrans_order_id=ref.midtrans_order_id if ref is not None else midtrans_order_id,
             status=status,
             source=event.source,
             actor=actor,

@@ -82,7 +82,7 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused
     if record.state == State.COMPLETED:
-        return IdempotencyReplay(status=record.response_status, body=record.response_body)
+        return _replay(record)
     # One conditional UPDATE, so of two retries racing for a free key only one wins it.
     taken = (
         IdempotencyRecord.objects.filter(pk=record.pk, state=State.IN_PROGRESS)
@@ -94,8 +94,13 @@ def idempotency_begin(*, scope: str, key: str, fingerprint: str) -> IdempotencyC
         return IdempotencyClaim(record_id=record.pk, order_id=record.order_id)
     record.refresh_from_db()
     if record.state == State.COMPLETED:
-        return IdempotencyReplay(status=record.response_status, body=record.response_body)
+        return _replay(record)
     raise IdempotencyKeyInUse
+
+
+def _replay(record: IdempotencyRecord) -> IdempotencyReplay:
+    # A completed record always has its response (database constraint idempotency_completed_has_response).
+    return IdempotencyReplay(status=int(record.response_status or 0), body=record.response_body or {})
 
 
 def idempotency_complete(*, claim: IdempotencyClaim, status: int, body: dict, order_id: str | None) -> None:

@@ -146,10 +146,10 @@ def attempt_sync(
         if dry_run:
             report.note(f"{attempt.midtrans_order_id}: would close it at Midtrans ({signal}) and expire it")
             return None
-        status = _close_at_midtrans(attempt=attempt, signal=signal, report=report)
-        if status is None:
+        closed = _close_at_midtrans(attempt=attempt, signal=signal, report=report)
+        if closed is None:
             return None  # the Snap session could not be closed: the attempt stays live, the next sweep retries
-        signal = status_signal(status)
+        status, signal = closed, status_signal(closed)
 
     if signal == Signal.NONE:
         return None  # nothing at Midtrans yet: no method chosen
@@ -199,7 +199,7 @@ def _item_sync(*, attempt_id: int, actor: str, dry_run: bool, report: ReconcileR
 def _midtrans_error_record(
     *, attempt_id: int, exc: midtrans.MidtransError, report: ReconcileReport, label: str, dry_run: bool
 ) -> None:
-    attempt = PaymentAttempt.objects.filter(pk=attempt_id).values("order_id", "midtrans_order_id").first() or {}
+    attempt = dict(PaymentAttempt.objects.filter(pk=attempt_id).values("order_id", "midtrans_order_id").first() or {})
     text = f"Midtrans {exc.operation or 'call'} failed: {type(exc).__name__}"
     text += f" (HTTP {exc.http_status})" if exc.http_status else ""
     text += f": {exc}"

@@ -143,9 +143,10 @@ def _refund_reserve(
     Returns (refund, resumed): `resumed` when this repeats a refund whose earlier call to
     Midtrans ended without an answer; it is tried again with the same refund_key."""
     with transaction.atomic():
-        order = order_lock(order_id=order_id)
-        if order is None:
-            raise RefundRefused(f"No order {order_id!r}.")
+        try:
+            order = order_lock(order_id=order_id)
+        except Order.DoesNotExist:
+            raise RefundRefused(f"No order {order_id!r}.") from None
         attempts = attempts_lock(order_id=order.pk)
         refunds = list(Refund.objects.select_for_update().filter(order=order).order_by("pk"))
         attempt = _attempt_choose(order=order, attempts=attempts, midtrans_order_id=midtrans_order_id)

@@ -36,9 +36,10 @@ class SupportRefused(Exception):
 
 
 def _order_locked(order_id: str) -> Order:
-    order = order_lock(order_id=order_id)
-    if order is None:
-        raise SupportRefused(f"No order {order_id!r}.")
+    try:
+        order = order_lock(order_id=order_id)
+    except Order.DoesNotExist:
+        raise SupportRefused(f"No order {order_id!r}.") from None
     return order
 
 
