@@ -13,6 +13,7 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
+from common.db import row_insert_or_skip
 from entitlements.models import Entitlement
 
 logger = logging.getLogger(__name__)
@@ -53,19 +54,18 @@ def entitlement_grant(*, email: str, course_code: str, order_id: str, reason: st
     """
     email = email.strip().lower()
     now = timezone.now()
-    # One entitlement per order (unique): a concurrent grant of the same order waits for the
-    # other to commit, then reads its row; the savepoint keeps the caller's transaction intact.
-    entitlement, created = Entitlement.objects.get_or_create(
+    entitlement = Entitlement(
+        email=email,
+        course_code=course_code,
         order_id=order_id,
-        defaults={
-            "email": email,
-            "course_code": course_code,
-            "status": Entitlement.Status.ACTIVE,
-            "granted_at": now,
-            "reason": _reason_trim(reason),
-        },
+        status=Entitlement.Status.ACTIVE,
+        granted_at=now,
+        reason=_reason_trim(reason),
     )
-    if created:
+    # One entitlement per order (unique): a concurrent grant of the same order waits for the
+    # other to commit, then skips, and the row is read below. Nothing raises, so the caller's
+    # transaction stays intact.
+    if row_insert_or_skip(entitlement):
         logger.info(
             "entitlement_granted",
             extra={"order_id": order_id, "course": course_code, "entitlement_id": entitlement.pk},

@@ -34,6 +34,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.db import rows_insert_or_skip
 from notifications.backends import PermanentError, TransientError, channel_send
 from notifications.models import Notification, NotificationAttempt
 
@@ -159,38 +160,35 @@ def notification_enqueue_many(*, messages: Sequence[OutboxMessage]) -> list[Noti
     if not first_by_key:
         return []
     max_attempts = notification_max_attempts()
-    created = []
-    # In dedupe-key order, so transactions enqueueing overlapping keys lock them in the same
-    # order and cannot deadlock; a concurrent insert of a key waits for the other, then reads it.
-    for key in sorted(first_by_key):
-        m = first_by_key[key]
-        row, is_new = Notification.objects.get_or_create(
-            dedupe_key=key,
-            defaults={
-                "channel": m.channel,
-                "template": m.template,
-                "recipient": m.recipient,
-                "subject": m.subject,
-                "body_text": m.body_text,
-                "body_html": m.body_html,
-                "template_params": list(m.template_params),
-                "reference": m.reference,
-                "max_attempts": max_attempts,
-            },
+    rows = [
+        Notification(
+            channel=m.channel,
+            template=m.template,
+            recipient=m.recipient,
+            subject=m.subject,
+            body_text=m.body_text,
+            body_html=m.body_html,
+            template_params=list(m.template_params),
+            dedupe_key=m.dedupe_key,
+            reference=m.reference,
+            max_attempts=max_attempts,
         )
+        for m in first_by_key.values()
+    ]
+    # One statement for all rows; a key stored already is skipped rather than raised, and a
+    # concurrent insert of the same key waits for the other transaction, then is skipped.
+    created = rows_insert_or_skip(rows, key="dedupe_key")
+    for row in rows:
         log_extra: dict[str, object] = {
-            "order_id": m.reference,
-            "channel": m.channel,
-            "template": m.template,
-            "dedupe_key": key,
+            "order_id": row.reference,
+            "channel": row.channel,
+            "template": row.template,
+            "dedupe_key": row.dedupe_key,
         }
-        if is_new:
-            created.append(row)
+        if row.pk is not None:  # stored by this call (a skipped row gets no pk)
             logger.info("notification_enqueued", extra={"notification_id": row.pk} | log_extra)
         else:
             logger.info("notification_enqueue_duplicate", extra=log_extra)
-    given = list(first_by_key)
-    created.sort(key=lambda row: given.index(row.dedupe_key))
     if created:
         _kick_after_commit(rows=created)
     return created

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from common.db import row_insert_or_skip
 from entitlements.services import entitlement_grant, entitlement_revoke
 from payments import midtrans, notices
 from payments.models import (
@@ -315,19 +316,20 @@ def dedup_key_of(*, source: str, payload: dict) -> str:
 def _event_stored(*, payload: dict, source: str, midtrans_order_id: str) -> tuple[PaymentEvent, bool]:
     """The event row for this body (one per meaning and source), and whether this call stored it.
 
-    A concurrent insert of the same key waits for the other transaction, then reads its row:
-    50 identical notifications arriving together store one row and none of them fails."""
-    return PaymentEvent.objects.get_or_create(
+    A concurrent insert of the same key waits for the other transaction, then skips and reads
+    its row: 50 identical notifications arriving together store one row and none of them fails."""
+    event = PaymentEvent(
         dedup_key=dedup_key_of(source=source, payload=payload),
-        defaults={
-            "midtrans_order_id": midtrans_order_id[:50],
-            "source": source,
-            "transaction_status": str(payload.get("transaction_status", ""))[:32],
-            "status_code": str(payload.get("status_code", ""))[:8],
-            "gross_amount": str(payload.get("gross_amount", ""))[:32],
-            "payload": payload,
-        },
+        midtrans_order_id=midtrans_order_id[:50],
+        source=source,
+        transaction_status=str(payload.get("transaction_status", ""))[:32],
+        status_code=str(payload.get("status_code", ""))[:8],
+        gross_amount=str(payload.get("gross_amount", ""))[:32],
+        payload=payload,
     )
+    if row_insert_or_skip(event):
+        return event, True
+    return PaymentEvent.objects.get(dedup_key=event.dedup_key), False
 
 
 def event_record(*, payload: dict, source: str = EventSource.WEBHOOK) -> PaymentEvent:
