@@ -7,23 +7,26 @@ INSERT ... ON CONFLICT DO NOTHING RETURNING takes one, and bulk_create(ignore_co
 returns no primary key. Everything else uses the ORM.
 """
 
+from typing import TypeVar
+
 from django.db import connections, router
-from django.db.models import Model
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model
 from django.db.models.fields import AutoFieldMixin
 
+M = TypeVar("M", bound=Model)
 
-def _insert(instances: list[Model], *, suffix: str = "", given_pk: bool = False) -> tuple[str, list, object]:
-    """One multi-row INSERT of `instances` (one model): (sql, params, connection). The primary
-    key is left to the database, or with `given_pk` taken from the instances (a key the model
-    makes itself, such as a default). Identifiers come from the model's own metadata; every
-    value is a parameter. PostgreSQL and SQLite (3.35+) both speak ON CONFLICT and RETURNING."""
+
+def _insert(instances: list[M], *, suffix: str) -> tuple[str, list, BaseDatabaseWrapper]:
+    """One multi-row INSERT of `instances` (one model with an automatic primary key): (sql,
+    params, connection). Identifiers come from the model's own metadata; every value is a
+    parameter. PostgreSQL and SQLite (3.35+) both speak ON CONFLICT and RETURNING."""
     model = type(instances[0])
     connection = connections[router.db_for_write(model)]
     meta = model._meta
-    if given_pk == isinstance(meta.pk, AutoFieldMixin):
-        need = "a primary key of its own" if given_pk else "an automatic primary key"
-        raise TypeError(f"{meta.label}: this insert needs a model with {need}")
-    fields = [f for f in meta.concrete_fields if given_pk or not f.primary_key]
+    if not isinstance(meta.pk, AutoFieldMixin):
+        raise TypeError(f"{meta.label}: this insert needs a model with an automatic primary key")
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
     params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
     qn = connection.ops.quote_name
     columns = ", ".join(qn(f.column) for f in fields)
@@ -32,7 +35,8 @@ def _insert(instances: list[Model], *, suffix: str = "", given_pk: bool = False)
     return sql, params, connection
 
 
-def _stored(instance: Model, pk, connection) -> None:
+def _stored(instance: Model, pk, connection: BaseDatabaseWrapper) -> None:
+    # What Model.save() leaves behind: the pk, and the instance marked as stored in that database.
     instance.pk = pk
     instance._state.adding, instance._state.db = False, connection.alias
 
@@ -44,20 +48,10 @@ def row_insert_or_skip(instance: Model) -> bool:
     a row with the same unique key exists already, in which case nothing was written and the
     caller's transaction is intact: no IntegrityError, no savepoint needed. A concurrent
     insert of the same key waits for the other transaction and then skips.
-
-    Django's bulk_create(ignore_conflicts=True) sends the same INSERT but returns no pk, so
-    the row would have to be read back, and outside a transaction it wraps the INSERT in
-    BEGIN/COMMIT: four round trips where one does.
     """
-    return _insert_returning_pk(instance, on_conflict=" ON CONFLICT DO NOTHING")
-
-
-def _insert_returning_pk(instance: Model, *, on_conflict: str = "") -> bool:
-    """INSERT `instance` (automatic pk) and set the pk the database gave it; False when
-    `on_conflict` skipped the row."""
-    model = type(instance)
-    pk = connections[router.db_for_write(model)].ops.quote_name(model._meta.pk.column)
-    sql, params, connection = _insert([instance], suffix=f"{on_conflict} RETURNING {pk}")
+    qn = connections[router.db_for_write(type(instance))].ops.quote_name
+    pk = qn(str(type(instance)._meta.pk.column))
+    sql, params, connection = _insert([instance], suffix=f" ON CONFLICT DO NOTHING RETURNING {pk}")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -67,7 +61,7 @@ def _insert_returning_pk(instance: Model, *, on_conflict: str = "") -> bool:
     return True
 
 
-def rows_insert_or_skip(instances: list[Model], *, key: str) -> list[Model]:
+def rows_insert_or_skip(instances: list[M], *, key: str) -> list[M]:
     """row_insert_or_skip() for several rows in one statement, skipping those whose unique
     field `key` is taken (ON CONFLICT (key) DO NOTHING). Returns the rows this call stored,
     in the order given, their pks set. The rows are inserted in `key` order, so transactions
@@ -77,9 +71,11 @@ def rows_insert_or_skip(instances: list[Model], *, key: str) -> list[Model]:
         return []
     meta = type(instances[0])._meta
     field = meta.get_field(key)
+    assert isinstance(field, Field)
     ordered = sorted(instances, key=lambda obj: getattr(obj, field.attname))
     qn = connections[router.db_for_write(type(instances[0]))].ops.quote_name
-    suffix = f" ON CONFLICT ({qn(field.column)}) DO NOTHING RETURNING {qn(meta.pk.column)}, {qn(field.column)}"
+    column, pk = qn(str(field.column)), qn(str(meta.pk.column))
+    suffix = f" ON CONFLICT ({column}) DO NOTHING RETURNING {pk}, {column}"
     sql, params, connection = _insert(ordered, suffix=suffix)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
