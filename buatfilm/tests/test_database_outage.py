@@ -3,14 +3,8 @@ database through a proxy the test freezes (PostgreSQL hangs) or cuts (PostgreSQL
 endpoint answers 503 with Retry-After within the contract's 3 s, liveness keeps answering, and
 requests are served again once the database is back."""
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,15 +12,14 @@ from django.conf import settings
 from django.db import connection
 
 from buatfilm.tests.db_proxy import DatabaseProxy
-from notifications.tests.conftest import wait_for, worker_env
+from notifications.tests.conftest import wait_for
 from notifications.tests.stubs import free_port
 from payments.tests.checkout_support import checkout_body, launch_package_ensure
 from payments.tests.midtrans_payloads import midtrans_body
-from payments.tests.test_web_process import procfile_command
+from payments.tests.web_process_support import procfile_web, web_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-BASE_DIR = Path(settings.BASE_DIR)
 METRICS_TOKEN = "test-metrics-token"
 CONTRACT_SECONDS = 3.0
 
@@ -44,48 +37,16 @@ def web_via_proxy(db_proxy, request):
     launch_package_ensure()
     port = free_port()
     db = connection.settings_dict
-    env = worker_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PORT=port,
+    env = web_env(
+        port=port,
         WEB_CONCURRENCY=request.param if hasattr(request, "param") else 2,
         WEB_THREADS=8,
         DATABASE_URL=f"postgres://{db['USER'] or 'root'}@127.0.0.1:{db_proxy.port}/{db['NAME']}",
-        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         METRICS_TOKEN=METRICS_TOKEN,
         CHECKOUT_RATE_LIMIT="",
     )
-    log = tempfile.NamedTemporaryFile(prefix="web-outage-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + procfile_command("web")],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def log_text() -> str:
-        return Path(log.name).read_text(errors="replace")
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the web process exited with {process.returncode}:\n{log_text()}")
-        try:
-            return requests.get(url + "/health/ready", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(ready, timeout=60, message="the web process to be ready", on_fail=log_text)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
-    os.unlink(log.name)
+    with procfile_web(env=env, ready_path="/health/ready", name="web-outage") as url:
+        yield url
 
 
 def _requests() -> dict[str, tuple[str, str, dict]]:
@@ -181,40 +142,15 @@ def web_without_redis():
     """The web process with Redis down (nothing listens on its port)."""
     launch_package_ensure()
     port = free_port()
-    env = worker_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PORT=port,
+    env = web_env(
+        port=port,
         WEB_CONCURRENCY=1,
         WEB_THREADS=8,
-        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         CHECKOUT_RATE_LIMIT="",
     )
-    log = tempfile.NamedTemporaryFile(prefix="web-no-redis-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + procfile_command("web")],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(Path(log.name).read_text())
-        try:
-            return requests.get(url + "/health/live", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, timeout=60, message="the web process to serve")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(20)
-    log.close()
-    os.unlink(log.name)
+    with procfile_web(env=env, name="web-no-redis") as url:
+        yield url
 
 
 def test_with_redis_down_the_instance_stays_ready_and_takes_payments(web_without_redis):

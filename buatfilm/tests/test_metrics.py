@@ -1,26 +1,18 @@
 """/metrics: protected by a bearer token (and optionally an address allow-list), gauges read
 from the database with indexed queries, and counters that add up over several gunicorn workers."""
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from buatfilm.models import Heartbeat, heartbeat_record
-from notifications.tests.conftest import wait_for, worker_env
 from notifications.tests.stubs import free_port
 from payments.models import Order
 from payments.tests.factories import OrderFactory
-from payments.tests.test_web_process import procfile_command
+from payments.tests.web_process_support import procfile_web, web_env
 
 pytestmark = pytest.mark.django_db
 
@@ -125,41 +117,16 @@ def test_gauges_use_indexes_not_full_table_scans(metrics_token):
 def web_workers(tmp_path):
     """Three gunicorn workers as the Procfile starts them, sharing a private metrics directory."""
     port = free_port()
-    env = worker_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PORT=port,
+    env = web_env(
+        port=port,
         WEB_CONCURRENCY=3,
         WEB_THREADS=4,
         MIDTRANS_MAX_CONCURRENT_CALLS=1,
-        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         METRICS_TOKEN=TOKEN,
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
-    log = tempfile.NamedTemporaryFile(prefix="web-metrics-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + procfile_command("web")],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(Path(log.name).read_text())
-        try:
-            return requests.get(url + "/health/live", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, timeout=60, message="the web process to serve")
-    yield url, tmp_path / "prometheus"
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(20)
-    log.close()
-    os.unlink(log.name)
+    with procfile_web(env=env, name="web-metrics") as url:
+        yield url, tmp_path / "prometheus"
 
 
 @pytest.mark.slow

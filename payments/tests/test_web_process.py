@@ -3,44 +3,27 @@ run's database, against a Midtrans simulator that answers slowly: the calls to M
 only their slots, everything else is still served, and checkouts over the limit fail fast.
 """
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 
-from notifications.tests.conftest import wait_for, worker_env
+from notifications.tests.conftest import wait_for
 from notifications.tests.stubs import free_port
 from payments.models import Order, PaymentAttempt
 from payments.tests.checkout_support import checkout_body, launch_package_ensure, snap_calls
+from payments.tests.web_process_support import procfile_web, web_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-BASE_DIR = Path(settings.BASE_DIR)
-
-
-def procfile_command(process: str) -> str:
-    for line in (BASE_DIR / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            return command.strip()
-    raise AssertionError(f"the Procfile has no {process!r} process")
 
 
 @pytest.fixture
 def web(midtrans_sim):
     """One web worker of 6 threads with 2 call slots per Midtrans host, calling the simulator on live_server."""
     launch_package_ensure()
-    port = free_port()
-    env = worker_env(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        PORT=port,
+    env = web_env(
+        port=free_port(),
         WEB_CONCURRENCY=1,
         WEB_THREADS=6,
         MIDTRANS_MAX_CONCURRENT_CALLS=2,
@@ -48,43 +31,12 @@ def web(midtrans_sim):
         COURSE_ACCESS_URL="https://kelas.example/{course}?token={token}",
         MIDTRANS_SNAP_URL=midtrans_sim.base_url,
         MIDTRANS_API_URL=midtrans_sim.base_url,
-        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         CHECKOUT_RATE_LIMIT="",
         # the test's Snap answers after 6 s: within the read timeout, whatever the environment says
         MIDTRANS_READ_TIMEOUT=10,
     )
-    log = tempfile.NamedTemporaryFile(prefix="web-process-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        ["bash", "-c", "exec " + procfile_command("web")],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def log_text() -> str:
-        return Path(log.name).read_text(errors="replace")
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the web process exited with {process.returncode}:\n{log_text()}")
-        try:
-            return requests.get(url + "/health/live", timeout=5).status_code == 200
-        except requests.RequestException:  # not listening yet, or still loading the app
-            return False
-
-    wait_for(up, timeout=60, message="the web process to serve", on_fail=log_text)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
-    os.unlink(log.name)
+    with procfile_web(env=env, name="web-process") as url:
+        yield url
     midtrans_sim.faults_reset()
 
 
