@@ -26,6 +26,9 @@ gateway across the internet would. Then the same in an open loop (--rates): chec
 arrive at a steady rate whatever the answers, as customers do, each latency counted from
 when it was due; the closed loop measures saturation, the open loop a launch-day load.
 
+Then a flash sale (unless --burst 0): 200 customers checking out within 2 s while Snap
+answers in 200 ms, one line with the word `burst`, its p95 and its errors.
+
 Then (unless --slow-gateway-ms 0) what a slow Midtrans does to the rest of the product: the
 course platform's entitlement check alone, then while 16 checkout clients wait on a Snap
 that answers after 1 s. Checkouts beyond MIDTRANS_MAX_CONCURRENT_CALLS per worker answer
@@ -193,6 +196,28 @@ def _latency_fault(sim_base: str, latency_ms: int) -> None:
     )
 
 
+def flash_sale_burst(*, web, sim_base: str, customers: int, within: float, snap_ms: int, restore_ms: int) -> None:
+    """A flash sale: `customers` new customers check out within `within` seconds while Snap
+    answers after `snap_ms`. Target: every one gets a payable order, no errors, p95 < 500 ms."""
+    _latency_fault(sim_base, snap_ms)
+    bodies, headers = checkout_bodies(customers, "burst")
+    try:
+        burst = harness.open_loop_run(
+            url=web.url + "/api/checkout/", bodies=bodies, rate=customers / within, headers_per_body=headers
+        )
+    finally:
+        _latency_fault(sim_base, restore_ms)
+    print(harness.result_line(f"burst {customers} in {within:g} s, Snap {snap_ms} ms", burst))
+    failed = sum(n for code, n in burst.statuses.items() if code != 201) + sum(burst.errors.values())
+    verdict = "met" if failed == 0 and burst.percentile(95) < 500 else "NOT met"
+    print(
+        f"    target: every customer a payable order, 0 errors, p95 < 500 ms: {failed} not served, "
+        f"p95 {burst.percentile(95):.1f} ms -> {verdict}"
+    )
+    print("   ", check_orders(bodies))
+    print()
+
+
 def slow_gateway_isolation(*, web, sim_base: str, slow_ms: int, restore_ms: int) -> None:
     """A slow Midtrans must not take the rest of the product down with it. The course
     platform's entitlement check (no Midtrans call) is measured alone, then while 16
@@ -250,6 +275,11 @@ def main() -> None:
         "check while 16 checkouts wait on it (0: skip)",
     )
     harness.rate_arguments_add(parser, what="checkouts (and Snap alone)", seconds=10.0)
+    parser.add_argument("--burst", type=int, default=200, help="flash sale: customers checking out at once (0: skip)")
+    parser.add_argument(
+        "--burst-seconds", type=float, default=2.0, help="the flash sale's customers arrive within this"
+    )
+    parser.add_argument("--burst-snap-ms", type=int, default=200, help="Snap's latency during the flash sale")
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     harness.web_arguments_check(parser, args)
@@ -345,6 +375,15 @@ def main() -> None:
             print_added(ours, snap, f"rate={rate:g}/s")
             print("   ", check_orders(bodies))
             print()
+        if args.burst:
+            flash_sale_burst(
+                web=web,
+                sim_base=sim_base,
+                customers=args.burst,
+                within=args.burst_seconds,
+                snap_ms=args.burst_snap_ms,
+                restore_ms=args.snap_latency_ms,
+            )
         if args.slow_gateway_ms:
             slow_gateway_isolation(
                 web=web, sim_base=sim_base, slow_ms=args.slow_gateway_ms, restore_ms=args.snap_latency_ms
