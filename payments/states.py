@@ -14,8 +14,8 @@ _A = AttemptStatus
 
 # --- Order status groups -----------------------------------------------------------------------
 
-# Not decided yet: a Snap token may be on its way, or the customer may still pay.
-OPEN_ORDER_STATUSES = Order.OPEN_STATUSES
+# Not decided yet (a Snap token may be on its way, or the customer may still pay):
+# Order.OPEN_STATUSES, on the model, since its constraints use it.
 # Paid and not (fully) given back: the customer has access and holds a seat.
 PAID_ORDER_STATUSES = frozenset({_O.PAID, _O.PARTIALLY_REFUNDED})
 # Money arrived at some point: checkout must not sell the order again.
@@ -25,8 +25,7 @@ CLOSED_ORDER_STATUSES = frozenset({_O.EXPIRED, _O.FAILED, _O.CANCELLED})
 
 # --- Attempt status groups ---------------------------------------------------------------------
 
-# Midtrans may still take money for it.
-LIVE_ATTEMPT_STATUSES = PaymentAttempt.LIVE_STATUSES
+# Midtrans may still take money for it: PaymentAttempt.LIVE_STATUSES, on the model.
 # A Snap page exists that the customer can pay on.
 PAYABLE_ATTEMPT_STATUSES = frozenset({_A.OPEN, _A.PENDING, _A.CHALLENGE})
 # Midtrans holds money for us (a refund may still be partial).

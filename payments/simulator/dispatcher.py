@@ -230,13 +230,8 @@ def deliveries_drain(*, only_ids: list[int] | None = None, wait_seconds: float =
 # --- The background thread -----------------------------------------------------------------------
 
 _lock = threading.Lock()
-_wake = sender_wake
 _stop = threading.Event()
 _thread: threading.Thread | None = None
-
-
-def dispatcher_wake() -> None:
-    _wake.set()
 
 
 def dispatcher_running() -> bool:
@@ -288,7 +283,7 @@ def dispatcher_stop(timeout: float = 20.0) -> None:
         if thread is None:
             return
         _stop.set()
-        _wake.set()
+        sender_wake.set()
     thread.join(timeout)
     with _lock:
         if _thread is thread and not thread.is_alive():
@@ -327,7 +322,7 @@ def _run() -> None:
                 # A broken connection must not poison the next round.
                 connections.close_all()
             if pause > 0:
-                _wake.wait(pause)
-            _wake.clear()
+                sender_wake.wait(pause)
+            sender_wake.clear()
     finally:
         connections.close_all()
